@@ -16,8 +16,8 @@ from service.render.patches import to_rgb
 BACKGROUND = (255, 255, 255)
 TEXT_COLOR = (0, 0, 0)
 LABEL_HEIGHT = 14
-"""Height of the band above each labelled cell; fits Pillow's default font (10 px FreeType, or the
-11 px bitmap fallback)."""
+"""Height of the band above each labelled cell: room for one line of Pillow's default font
+(about 10 px tall) with a pixel of margin."""
 MONTAGE_GAP = 8
 
 CellSize = int | tuple[int, int]
@@ -37,7 +37,7 @@ def cell_origin(index: int, cols: int, cell_size: CellSize, gap: int, label_heig
 
 def grid_columns(count: int, cols: int | None = None) -> int:
     """The number of columns :func:`grid` uses for ``count`` cells: ``cols`` (default
-    ceil(sqrt(count))), never more than ``count``, so a short row-0 grid has no empty columns."""
+    ceil(sqrt(count))), never more than ``count``, so a grid of one short row has no empty columns."""
     if cols is not None and cols < 1:
         raise ValueError(f"cols must be at least 1, got {cols}")
     return min(cols or math.ceil(math.sqrt(count)), count)
@@ -45,6 +45,7 @@ def grid_columns(count: int, cols: int | None = None) -> int:
 
 @cache
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font, loaded once per process: it needs no font files on the server."""
     return ImageFont.load_default()
 
 
