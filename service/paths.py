@@ -40,16 +40,16 @@ def resolve_under_roots(user_path: str, roots: Iterable[Path]) -> Path:
         raise PathNotAllowed("no dataset roots are configured")
     given = Path(user_path)
     candidates = [given] if given.is_absolute() else [root / given for root in roots]
-    allowed_seen = False
+    escaped = False  # the path, or what it points at, lies outside every root
     for candidate in candidates:
         real = candidate.resolve()
-        if not any(_inside(real, root) for root in roots):
-            continue
-        allowed_seen = True
-        if real.exists():
+        inside = any(_inside(real, root) for root in roots)
+        if inside and real.exists():
             return real
+        if not inside and (real.exists() or given.is_absolute() or ".." in given.parts):
+            escaped = True
     shown = ", ".join(str(r) for r in roots)
-    if not allowed_seen:
+    if escaped:
         raise PathNotAllowed(f"path {user_path!r} is outside the allowed roots ({shown})")
     raise PathNotFound(f"path {user_path!r} does not exist under the allowed roots ({shown})")
 
