@@ -71,7 +71,6 @@ def upgrade() -> None:
     sa.Column('rf_offset', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['index_id'], ['indexes.id'], name=op.f('fk_layers_index_id_indexes'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_layers')),
-    sa.UniqueConstraint('index_id', 'id', name=op.f('uq_layers_index_id_id')),
     sa.UniqueConstraint('index_id', 'name', name=op.f('uq_layers_index_id_name'))
     )
     op.create_table('scan_jobs',
@@ -119,8 +118,7 @@ def upgrade() -> None:
     sa.Column('y0', sa.Integer(), nullable=False),
     sa.Column('x1', sa.Integer(), nullable=False),
     sa.Column('y1', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['index_id', 'image_id'], ['images.index_id', 'images.id'], name=op.f('fk_activations_index_id_image_id_images'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['index_id', 'layer_id'], ['layers.index_id', 'layers.id'], name=op.f('fk_activations_index_id_layer_id_layers'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['index_id'], ['indexes.id'], name=op.f('fk_activations_index_id_indexes'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('index_id', 'layer_id', 'unit', 'rank', name=op.f('pk_activations'))
     )
     op.create_index(op.f('ix_activations_index_id_image_id'), 'activations', ['index_id', 'image_id'], unique=False)

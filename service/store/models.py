@@ -1,10 +1,12 @@
 """The schema: one index (a scan of a model over a dataset) and everything it owns.
 
-Every child row hangs off its index through ON DELETE CASCADE, so deleting an index is one
-statement for the database however many rows it has. Activations reference their layer and image
-through composite keys ``(index_id, layer_id)`` / ``(index_id, image_id)``: the database itself then
-guarantees an activation never points into another index, and each cascade step is an index range
-lookup rather than a scan.
+Every child row references its index with ON DELETE CASCADE, so deleting an index is one statement
+whatever its size: each cascade is a single range delete on a key that starts with ``index_id``.
+
+``activations`` deliberately has that one foreign key only. Composite keys to its layer and image
+would make PostgreSQL run two referential checks per row during the bulk COPY, measured at 2.6 s
+instead of 1.4 s for 250,000 rows; ``write_index_result``, the only writer, checks layer names and
+image ids itself before a row leaves Python.
 
 The primary key of ``activations`` is the API's main query, one unit's top-k in rank order; the
 secondary index ``(index_id, image_id)`` answers "which units does this image excite".
@@ -95,8 +97,7 @@ class ScanJob(Base):
 
 class Layer(Base):
     __tablename__ = "layers"
-    # (index_id, id) is the target of the activations' composite foreign key.
-    __table_args__ = (sa.UniqueConstraint("index_id", "name"), sa.UniqueConstraint("index_id", "id"))
+    __table_args__ = (sa.UniqueConstraint("index_id", "name"),)
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     index_id: Mapped[int] = mapped_column(sa.ForeignKey("indexes.id", ondelete="CASCADE"))
@@ -129,17 +130,9 @@ class Activation(Base):
     """One entry of one unit's top-k: where the unit fired, how strongly, and on which patch."""
 
     __tablename__ = "activations"
-    __table_args__ = (
-        sa.ForeignKeyConstraint(
-            ["index_id", "layer_id"], ["layers.index_id", "layers.id"], ondelete="CASCADE"
-        ),
-        sa.ForeignKeyConstraint(
-            ["index_id", "image_id"], ["images.index_id", "images.id"], ondelete="CASCADE"
-        ),
-        sa.Index(None, "index_id", "image_id"),
-    )
+    __table_args__ = (sa.Index(None, "index_id", "image_id"),)
 
-    index_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    index_id: Mapped[int] = mapped_column(sa.ForeignKey("indexes.id", ondelete="CASCADE"), primary_key=True)
     layer_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
     unit: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
     rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
