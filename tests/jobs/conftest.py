@@ -16,10 +16,17 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from service.config import Settings
+from service.jobs.task import result_rows
+from service.paths import resolve_under_roots
+from service.scan.data import list_images
+from service.scan.models import ModelSpec, load_model
+from service.scan.scanner import scan
 from service.store.db import make_engine, session_factory
 from service.store.migrate import upgrade
+from service.store.models import Activation, Image, Layer
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTOS = 12
@@ -69,9 +76,9 @@ def job_settings(make_settings, photo_root: Path, assets_dir: Path):
     """Settings for a scan over ``photo_root`` (and the assets for the weights), on the CPU."""
 
     def build(database_url: str, redis_url: str | None, **overrides) -> Settings:
-        return make_settings(database_url=database_url, redis_url=redis_url,
-                             dataset_roots=(photo_root, assets_dir), batch_size=BATCH, device="cpu",
-                             redis_db_prefix=f"ustest-{uuid.uuid4().hex[:8]}", **overrides)
+        defaults = {"dataset_roots": (photo_root, assets_dir), "batch_size": BATCH, "device": "cpu",
+                    "redis_db_prefix": f"ustest-{uuid.uuid4().hex[:8]}"}
+        return make_settings(database_url=database_url, redis_url=redis_url, **{**defaults, **overrides})
 
     return build
 
@@ -153,3 +160,53 @@ def spawn_worker(tmp_path: Path):
     yield spawn
     for worker in workers:
         worker.stop()
+
+
+def stored_rows(sessions, index_id: int) -> dict[str, list[tuple]]:
+    """An index's result rows as plain tuples, in the order ``task.result_rows`` produces them."""
+    with sessions() as session:
+        layers = session.execute(
+            select(Layer.name, Layer.type, Layer.position, Layer.channels, Layer.height, Layer.width,
+                   Layer.rf_size, Layer.rf_jump, Layer.rf_offset)
+            .where(Layer.index_id == index_id).order_by(Layer.position)).all()
+        images = session.execute(
+            select(Image.id, Image.path, Image.label, Image.width, Image.height, Image.skipped_reason)
+            .where(Image.index_id == index_id).order_by(Image.id)).all()
+        activations = session.execute(
+            select(Layer.name, Activation.unit, Activation.rank, Activation.value, Activation.image_id,
+                   Activation.y, Activation.x, Activation.in_x0, Activation.in_y0, Activation.in_x1,
+                   Activation.in_y1, Activation.x0, Activation.y0, Activation.x1, Activation.y1)
+            .join(Layer, Layer.id == Activation.layer_id)
+            .where(Activation.index_id == index_id)
+            .order_by(Layer.position, Activation.unit, Activation.rank)).all()
+    return {"layers": [tuple(r) for r in layers], "images": [tuple(r) for r in images],
+            "activations": [tuple(r) for r in activations]}
+
+
+def expected_rows(result) -> dict[str, list[tuple]]:
+    """The same tuples for a ScanResult that never went through a queue or a database."""
+    rows = result_rows(result)
+    return {"layers": [tuple(layer.values()) for layer in rows["layers"]],
+            "images": [tuple(image.values()) for image in rows["images"]],
+            "activations": list(rows["activations"])}
+
+
+@pytest.fixture(scope="session")
+def direct_result(photo_root: Path, assets_dir: Path):
+    """The scan engine run directly (no queue, no database) over the test photos."""
+    loaded = load_model(ModelSpec.from_dict(MODEL_SPEC),
+                        resolve_path=lambda path: resolve_under_roots(path, [assets_dir]))
+    folder = photo_root / "photos"
+    return scan(loaded, folder, list_images(folder), LAYERS, k=INDEX_FIELDS["k"], score="max",
+                batch_size=BATCH, device="cpu", num_workers=0)
+
+
+@pytest.fixture(scope="session")
+def direct_rows(direct_result) -> dict[str, list[tuple]]:
+    return expected_rows(direct_result)
+
+
+def result_row_count(sessions, index_id: int) -> int:
+    with sessions() as session:
+        return sum(session.scalar(select(func.count()).select_from(model).where(model.index_id == index_id))
+                   for model in (Activation, Image, Layer))
