@@ -91,7 +91,9 @@ def install(app: Flask, ctx: ApiContext) -> None:
         latency.labels(request.method, endpoint, str(response.status_code)).observe(elapsed)
         fields = {"method": request.method, "path": request.path, "status": response.status_code,
                   "duration_ms": round(elapsed * 1000, 2)}
-        fields.update({k: v for k, v in (request.view_args or {}).items() if k in _URL_IDS})
+        openapi = getattr(request, "openapi", None)  # the typed values once the request was validated
+        url_values = openapi.parameters.path if openapi is not None else request.view_args or {}
+        fields.update({k: v for k, v in url_values.items() if k in _URL_IDS})
         fields.update(g.get("log_fields", {}))  # ids a view learned, e.g. of the index it created
         access_log.info("request", extra={"fields": fields})
         return response

@@ -38,16 +38,16 @@ def checked_model(spec: dict) -> dict:
 
 def checked_dataset(spec: dict) -> dict:
     """The spec as given, once its folder (and any listed files) exist inside a dataset root."""
-    from service.scan.data import IMAGE_EXTENSIONS
+    from service.scan.data import EXTENSIONS
 
     root = api().resolve(spec["path"])
     if not root.is_dir():
         raise Problem(422, "invalid-dataset", f"dataset.path {spec['path']!r} is a file, not a folder")
     files = spec.get("files")
     if files is None:
-        if not _contains_image(root, IMAGE_EXTENSIONS):
+        if not _contains_image(root, EXTENSIONS):
             raise Problem(422, "invalid-dataset",
-                          f"dataset.path {spec['path']!r} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                          f"dataset.path {spec['path']!r} holds no images ({', '.join(sorted(EXTENSIONS))})")
         return spec
     for name in files:
         if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Iterable
 
 from flask import Response
-from openapi_core import OpenAPI
+from openapi_core import Config, OpenAPI
 from openapi_core.contrib.flask.decorators import FlaskOpenAPIViewDecorator
 from openapi_core.contrib.flask.handlers import FlaskOpenAPIErrorsHandler
 from openapi_core.contrib.flask.requests import FlaskOpenAPIRequest
 from openapi_core.deserializing.media_types.exceptions import MediaTypeDeserializeError
+from openapi_core.deserializing.media_types.util import json_loads
 from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 from openapi_core.unmarshalling.request.datatypes import RequestUnmarshalResult
@@ -34,7 +35,7 @@ from openapi_core.validation.request.exceptions import (
     SecurityValidationError,
 )
 
-from service.api.problems import problem_response
+from service.api.problems import PROBLEM_MEDIA_TYPE, problem_response
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 
@@ -44,7 +45,10 @@ _MESSAGE_CHARS = 300
 
 
 def load_openapi(path: Path = SPEC_PATH) -> OpenAPI:
-    return OpenAPI.from_file_path(str(path))
+    """The spec, with problem documents read as the JSON they are (openapi-core knows only
+    ``application/json``), so the tests can validate error responses too."""
+    config = Config(extra_media_type_deserializers={PROBLEM_MEDIA_TYPE: json_loads})
+    return OpenAPI.from_file_path(str(path), config=config)
 
 
 def _short(text: str) -> str:
