@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from itertools import islice
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, exc
 
 EXECUTEMANY_CHUNK = 20_000
 
@@ -28,9 +28,15 @@ def _copy(conn: Connection, table: Table, columns: Sequence[str], rows: Iterable
     quote = conn.dialect.identifier_preparer.quote
     statement = "COPY {} ({}) FROM STDIN".format(quote(table.name), ", ".join(quote(c) for c in columns))
     raw = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except dbapi_error as error:
+        # Raised as SQLAlchemy raises for its own statements (IntegrityError, OperationalError...),
+        # so callers handle one family of database errors whichever path wrote the rows.
+        raise exc.DBAPIError.instance(statement, None, error, dbapi_error, dialect=conn.dialect) from error
 
 
 def _executemany(conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence]) -> None:

@@ -3,10 +3,13 @@
 Several processes may start at once (gunicorn workers, RQ workers, the container entrypoint), so
 each migration run holds a database-wide lock: a PostgreSQL advisory lock, or SQLite's write lock
 (BEGIN IMMEDIATE). The later ones wait, then find the schema already at head and do nothing.
+Within one process a thread lock comes first: Alembic keeps its running context in module globals,
+so two threads migrating at once (the app and its embedded worker) would trip over each other.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -18,6 +21,7 @@ from service.store.db import make_engine
 
 # Any constant shared by all Unitscope processes; names the advisory lock ("unitscope" in ASCII hex).
 ADVISORY_LOCK_KEY = 0x756E697473636F7065 & 0x7FFFFFFFFFFFFFFF
+_THIS_PROCESS = threading.Lock()
 
 
 def script_location() -> Path:
@@ -49,7 +53,7 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     """Run ``alembic upgrade`` on the given database in one transaction."""
     engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url)
     try:
-        with engine.begin() as conn:
+        with _THIS_PROCESS, engine.begin() as conn:
             command.upgrade(alembic_config(conn), revision)
     finally:
         if engine is not engine_or_url:

@@ -12,7 +12,9 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, delete, func, select, update
+from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from service.store.bulk import bulk_insert
@@ -35,8 +37,9 @@ ACTIVATION_FIELDS = ("unit", "rank", "value", "image_id", "y", "x",
                      "in_x0", "in_y0", "in_x1", "in_y1", "x0", "y0", "x1", "y1")
 
 
-class IndexNotFound(LookupError):
-    """The index a result was meant for no longer exists (deleted while it was being scanned)."""
+class IndexNotWritable(LookupError):
+    """The index a result was meant for is gone (deleted while scanning) or, when the writer said
+    which states it expected, has left them (e.g. cancelled meanwhile)."""
 
 
 # --- indexes -----------------------------------------------------------------------------------
@@ -135,36 +138,52 @@ def _set_status(session: Session, model: type[Index] | type[ScanJob], key, statu
 
 def _update_one(session: Session, model: type[Index] | type[ScanJob], key, values: dict[str, Any], *,
                 expected: Collection[str] | None = None) -> bool:
-    """One conditional UPDATE (race-free, unlike read-modify-write), then the loaded object, if
-    any, is expired so its next read shows the database's values."""
+    """One conditional UPDATE (race-free, unlike read-modify-write), mirrored onto the loaded object.
+
+    A loaded object gets the written values (computed ones, like ``attempt + 1``, are reloaded on
+    next access), so it stays usable after the session closes. When nothing changed, the object no
+    longer matches what the caller expected: it is expired, to be read afresh.
+    """
     statement = update(model).where(model.id == key).values(**values)
     if expected is not None:
         statement = statement.where(model.status.in_(list(expected)))
-    result = session.execute(statement, execution_options={"synchronize_session": False})
+    changed = session.execute(statement, execution_options={"synchronize_session": False}).rowcount > 0
     instance = session.identity_map.get(identity_key(model, key))
-    if instance is not None:
+    if instance is not None and not changed:
         session.expire(instance)
-    return result.rowcount > 0
+    elif instance is not None:
+        for name, value in values.items():
+            if isinstance(value, ClauseElement):
+                session.expire(instance, [name])
+            else:
+                set_committed_value(instance, name, value)
+    return changed
 
 
 # --- results -----------------------------------------------------------------------------------
 
 def write_index_result(engine: Engine, index_id: int, *, preprocess: dict, pretrained: bool,
                        device: str, seconds: float, layers: list[dict], images: list[dict],
-                       activations: Iterable[tuple], skipped_reasons: dict[str, int]) -> None:
+                       activations: Iterable[tuple], skipped_reasons: dict[str, int],
+                       expected: Collection[str] | None = None) -> None:
     """Replace the index's result rows and mark it succeeded, all in ONE transaction.
 
     Readers see either the previous state or the complete new result, never a part; any error
     (a bad row, a lost connection, an exception raised by the ``activations`` iterable) rolls
-    everything back and leaves the index's status as it was. Raises IndexNotFound when the index
-    is gone. ``activations`` tuples: (layer_name, *ACTIVATION_FIELDS), plain Python numbers.
+    everything back and leaves the index's status as it was. Raises IndexNotWritable when the index
+    is gone or, given ``expected``, not in one of those states. ``activations`` tuples:
+    (layer_name, *ACTIVATION_FIELDS), plain Python numbers.
     """
     indexes = Index.__table__
     with engine.begin() as conn:
-        # Locks the index row on PostgreSQL, so two writers for one index take turns.
-        found = conn.execute(select(indexes.c.id).where(indexes.c.id == index_id).with_for_update())
-        if found.first() is None:
-            raise IndexNotFound(index_id)
+        # A write first, not a read: it takes the row lock on PostgreSQL and the database write
+        # lock on SQLite (waiting for it), so the state checked here holds until the commit.
+        lock = update(indexes).where(indexes.c.id == index_id).values(status=indexes.c.status)
+        if expected is not None:
+            lock = lock.where(indexes.c.status.in_(list(expected)))
+        if conn.execute(lock).rowcount == 0:
+            raise IndexNotWritable(f"index {index_id} is gone" if expected is None else
+                                   f"index {index_id} is gone or not {'/'.join(expected)}")
         for model in (Activation, Image, Layer):
             conn.execute(delete(model.__table__).where(model.index_id == index_id))
         bulk_insert(conn, Layer.__table__, ("index_id", *LAYER_COLUMNS),
