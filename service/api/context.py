@@ -60,11 +60,14 @@ def close_db(_exc: BaseException | None = None) -> None:
         session.close()
 
 
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 def require_write_access() -> None:
-    """Write endpoints need a configured key in ``X-API-Key``; with no keys configured, anyone may
-    write (local use). Keys are compared in constant time."""
+    """Writes need a configured key in ``X-API-Key``; with no keys configured, anyone may write
+    (local use). Keys are compared in constant time."""
     keys = api().settings.api_keys
-    if not keys:
+    if not keys or request.method not in WRITE_METHODS:
         return
     given = request.headers.get("X-API-Key", "")
     if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):

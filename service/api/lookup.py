@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from service.api.context import api, db
 from service.api.problems import Problem
-from service.paths import PathNotFound
+from service.paths import PathNotAllowed, PathNotFound
 from service.store import repository
 from service.store.models import Image, Index, Layer, ScanJob
 
@@ -73,7 +73,7 @@ def image_file(index: Index, image: Image):
     try:
         root = api().resolve(index.dataset_spec["path"])
         return api().resolve(str(root / image.path))
-    except PathNotFound:
+    except (PathNotFound, PathNotAllowed):  # moved away, or its root is no longer configured
         raise Problem(404, "source-image-missing",
                       f"the original of image {image.id} ({image.path}) is no longer in the dataset "
-                      f"{index.dataset_spec['path']!r}; it cannot be rendered") from None
+                      f"{index.dataset_spec['path']!r} under the configured roots; it cannot be rendered") from None

@@ -13,6 +13,8 @@ from service.jobs.state import LIVE
 from service.store import repository
 
 bp = Blueprint("indexes", __name__)
+# Checked before the request body is validated: without a key, a client learns nothing about it.
+bp.before_request(require_write_access)
 
 
 def _index_body(index) -> dict:
@@ -32,7 +34,6 @@ def create_index():
     """Check everything a client can get wrong first, so it is a 4xx here and not a failed job."""
     from service.jobs.task import submit_index  # pulls in the scan package; only on writes
 
-    require_write_access()
     body = request.openapi.body
     model_spec = checked_model(body["model"])
     dataset_spec = checked_dataset(body["dataset"])
@@ -62,7 +63,6 @@ def get_index(index_id):
 @bp.delete("/v1/indexes/<index_id>")
 def delete_index(index_id):
     """Stop the index's live jobs first, so no worker writes results for a deleted index."""
-    require_write_access()
     index = index_or_404(request.openapi.parameters.path["index_id"])
     for job in repository.jobs_of_index(db(), index.id):
         if job.status in LIVE:
@@ -79,7 +79,6 @@ def get_job(job_id):
 
 @bp.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id):
-    require_write_access()
     job = job_or_404(request.openapi.parameters.path["job_id"])
     if job.status not in LIVE:
         raise Problem(409, "job-finished", f"job {job.id} is already {job.status}; only queued or running "
