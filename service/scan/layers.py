@@ -9,6 +9,7 @@ single output and is refused.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -83,8 +84,21 @@ def _survey(model: torch.nn.Module, input_size: int):
     return list(seen.values()), calls
 
 
+_CATALOGS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[int, list[LayerInfo]]]" = weakref.WeakKeyDictionary()
+
+
 def catalog_layers(model: torch.nn.Module, input_size: int) -> list[LayerInfo]:
-    """Every observable single-call module with a 4-D output, in forward (completion) order."""
+    """Every observable single-call module with a 4-D output, in forward (completion) order.
+
+    Cached per model object (a loaded model's structure does not change), because the API asks
+    for it on every activation map and layer listing."""
+    per_model = _CATALOGS.setdefault(model, {})
+    if input_size not in per_model:
+        per_model[input_size] = _build_catalog(model, input_size)
+    return list(per_model[input_size])
+
+
+def _build_catalog(model: torch.nn.Module, input_size: int) -> list[LayerInfo]:
     entries, calls = _survey(model, input_size)
     entries = [e for e in entries if calls[e[0]] == 1]
     if is_script(model):
@@ -99,7 +113,8 @@ def default_layer_names(catalog: list[LayerInfo]) -> list[str]:
     """Stage outputs: at the shallowest module depth holding at least three feature-map layers
     (e.g. ``features.N`` of VGG/MobileNet, ``layerN`` of ResNet), the last layer of each run of
     consecutive layers with the same output shape (one layer per block or stage, not each
-    conv/bn/relu of it)."""
+    conv/bn/relu of it). 1x1 maps (global pooling) have no spatial extent and are left out."""
+    catalog = [layer for layer in catalog if layer.height * layer.width > 1]
     if not catalog:
         return []
     depths = sorted({layer.name.count(".") for layer in catalog})

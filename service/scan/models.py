@@ -125,10 +125,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        raise UnsafeWeights(
-            f"{path.name} needs unpickling of arbitrary objects, refused; save a plain state_dict "
-            f"(first problem: {str(exc).splitlines()[-1][:200]})"
-        ) from None
+        # torch raises the same type for a forbidden global and for bytes that are no pickle at all
+        problem = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0][:200]
+        if "global" in problem.lower():
+            raise UnsafeWeights(
+                f"{path.name} needs unpickling of arbitrary objects, refused; save a plain state_dict ({problem})"
+            ) from None
+        raise WeightsMismatch(f"{path.name} is not a readable state_dict file ({problem})") from None
     except Exception as exc:  # torch raises many types for foreign or damaged files
         raise WeightsMismatch(f"{path.name} is not a readable state_dict file ({type(exc).__name__})") from None
     return _unwrap_checkpoint(obj, path.name)

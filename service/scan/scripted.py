@@ -56,11 +56,11 @@ def run_chain(model: torch.nn.Module, x: torch.Tensor, visit: Visit):
 
 def _opaque_block(model: torch.nn.Module, name: str) -> str:
     """The compiled block that hides ``name`` from Python."""
+    modules = dict(model.named_modules())  # get_submodule is not available on ScriptModules
     parts = name.split(".")
     for i in range(len(parts)):
         parent_name = ".".join(parts[:i])
-        parent = model.get_submodule(parent_name) if i else model
-        if type_name(parent) != "Sequential":
+        if type_name(modules[parent_name]) != "Sequential":
             return parent_name or "the root module"
     return name
 
@@ -102,9 +102,7 @@ def unreachable_reason(model, name: str, fields: dict) -> str:
     if name in fields:
         return (f"layer {name} of the TorchScript model comes after a compiled block whose spatial "
                 "effect is unknown, so its receptive field cannot be derived")
-    try:
-        model.get_submodule(name)
-    except AttributeError:
+    if name not in dict(model.named_modules()):
         return f"unknown layer {name!r}"
     return (f"layer {name} is inside the compiled block {_opaque_block(model, name)!r} of the TorchScript "
             "model, which cannot be observed; choose a layer listed by the catalog")
