@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from service.store.db import make_engine
 
-# Any constant shared by all Unitscope processes; names the advisory lock ("unitscope" in ASCII hex).
+# Any constant that all Unitscope processes share: "unitscope" in ASCII, cut to a signed 64-bit key.
 ADVISORY_LOCK_KEY = 0x756E697473636F7065 & 0x7FFFFFFFFFFFFFFF
 _THIS_PROCESS = threading.Lock()
 

@@ -7,15 +7,16 @@ result of a scan becomes visible at once or not at all.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, delete, func, select, update
-from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.expression import ClauseElement
 
 from service.store.bulk import bulk_insert
 from service.store.models import (
@@ -204,13 +205,16 @@ def write_index_result(engine: Engine, index_id: int, *, preprocess: dict, pretr
 
 def _activation_rows(index_id: int, layer_ids: dict[str, int], image_ids: set[int],
                      activations: Iterable[tuple]) -> Iterator[tuple]:
-    """Database rows for the activation tuples, refusing references the schema does not check."""
+    """Database rows for the activation tuples, refusing what the schema does not check: unknown
+    layers or images, and non-finite values (SQLite would store NaN as NULL, JSON cannot carry it)."""
     for row in activations:
         layer_id = layer_ids.get(row[0])
         if layer_id is None:
             raise ValueError(f"activation row for unknown layer {row[0]!r}")
         if row[4] not in image_ids:
             raise ValueError(f"activation row for unknown image id {row[4]!r}")
+        if not math.isfinite(row[3]):
+            raise ValueError(f"activation value {row[3]!r} of {row[0]} unit {row[1]} is not finite")
         yield (index_id, layer_id, *row[1:])
 
 

@@ -89,6 +89,7 @@ FAULTS = {
     "stream-raises": lambda rows: raise_after(rows, 5),
     "unknown-layer": lambda rows: rows[:5] + [activation("features.99", 0, 0, 1.0, 0)],
     "unknown-image": lambda rows: rows[:5] + [activation("features.3", 5, 0, 1.0, 42)],
+    "nan-value": lambda rows: rows[:5] + [activation("features.3", 5, 0, float("nan"), 0)],
     "duplicate-row": lambda rows: rows + [rows[0]],  # the database refuses it at the primary key
 }
 
