@@ -9,7 +9,7 @@ from service.scan.geometry import original_box
 from service.store.db import session_scope
 from service.store.repository import get_index, get_job, jobs_of_index
 
-from .conftest import INDEX_FIELDS, LAYERS, PHOTOS, result_row_count, stored_rows
+from .conftest import INDEX_FIELDS, LAYERS, PHOTOS, SLOW_FIELDS, result_row_count, stored_rows, wait_for
 
 
 class RecordingQueue:
@@ -121,3 +121,25 @@ def test_embedded_queue_runs_shards_in_turn_and_cancels_a_queued_job(job_setting
             (0, 6, "succeeded"), (6, 12, "succeeded")]
         assert get_index(session, cancelled.id).status == "cancelled"
     assert result_row_count(sessions, cancelled.id) == 0
+
+
+def test_embedded_queue_cancels_a_running_scan_between_batches(job_settings, migrated_sqlite, sessions_for):
+    settings = job_settings(migrated_sqlite, None, batch_size=1)
+    sessions = sessions_for(settings)
+    queue = EmbeddedQueue(settings, sessions)
+    try:
+        index, (job,) = submit_index(sessions, queue, **SLOW_FIELDS)
+        wait_for(lambda: _job(sessions, job.id).progress_done > 0, 60, "scan progress")
+        queue.cancel(job.id)
+        assert queue.wait(timeout=30)
+    finally:
+        queue.close()
+
+    stopped = _job(sessions, job.id)
+    assert stopped.status == "cancelled" and stopped.progress_done < stopped.progress_total
+    assert result_row_count(sessions, index.id) == 0
+
+
+def _job(sessions, job_id):
+    with session_scope(sessions) as session:
+        return get_job(session, job_id)

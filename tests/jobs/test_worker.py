@@ -29,9 +29,9 @@ def _index(sessions, index_id):
         return get_index(session, index_id)
 
 
-def _slow_scan_started(job_settings, migrated_postgres, redis_url, sessions_for, spawn_worker):
+def _slow_scan_started(job_settings, migrated_postgres, redis_url, sessions_for, spawn_worker, **overrides):
     """A 102-photo scan at batch size 1 on a fresh worker, returned once it has made progress."""
-    settings = job_settings(migrated_postgres, redis_url, batch_size=1)
+    settings = job_settings(migrated_postgres, redis_url, batch_size=1, **overrides)
     sessions = sessions_for(settings)
     queue = RQQueue(settings, sessions)
     index, (job,) = submit_index(sessions, queue, **SLOW_FIELDS)
@@ -128,3 +128,17 @@ def test_worker_killed_with_sigkill_mid_scan_is_reaped_to_failed_without_rows(
     assert _index(sessions, index.id).status == "failed"
     assert "stopped (killed or lost)" in _index(sessions, index.id).error
     assert result_row_count(sessions, index.id) == 0
+
+
+def test_job_timeout_from_settings_fails_the_scan_without_rows(
+        job_settings, migrated_postgres, redis_url, sessions_for, spawn_worker):
+    settings = job_settings(migrated_postgres, redis_url, batch_size=1, job_timeout_s=3)
+    sessions = sessions_for(settings)
+    index, (job,) = submit_index(sessions, RQQueue(settings, sessions), **SLOW_FIELDS)
+    worker = spawn_worker(settings)
+
+    wait_for(lambda: _job(sessions, job.id).status == "failed", WORKER_TIMEOUT_S, "the job timeout")
+
+    assert "maximum timeout value (3 seconds)" in _index(sessions, index.id).error
+    assert result_row_count(sessions, index.id) == 0
+    assert worker.process.poll() is None
