@@ -142,6 +142,30 @@ class _Reducer:
         return scores, where // w, where % w
 
 
+class LayerScanner:
+    """The per-batch work of a scan, without the data source: forward through the tap, reduce each
+    requested map in its hook, offer the scores to the layer's running top-k."""
+
+    def __init__(self, loaded: LoadedModel, layers: list[LayerInfo], k: int, score: str,
+                 neuron: tuple[int, int] | None, device: torch.device):
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}")
+        self.preprocess, self.device = loaded.preprocess, device
+        self.topk = {layer.name: RunningTopK(layer.channels, k, device) for layer in layers}
+        self._reducers = {layer.name: _Reducer(score, neuron, layer) for layer in layers}
+        self._ids = torch.empty(0, dtype=torch.int64)
+        self._tap = FeatureTap(loaded.module, [layer.name for layer in layers], self._on_output)
+
+    def _on_output(self, name: str, fmap: torch.Tensor) -> None:
+        self.topk[name].add(*self._reducers[name](fmap), self._ids)
+
+    def add(self, pixels: torch.Tensor, ids: torch.Tensor) -> None:
+        """One batch of uint8 [n,3,S,S] images (as decoded) with their image ids."""
+        self._ids = ids.to(self.device)
+        with torch.inference_mode():
+            self._tap(normalise(pixels.to(self.device, non_blocking=True), self.preprocess))
+
+
 def scan(loaded: LoadedModel, root: Path, records: list[ImageRecord], layer_names: list[str] | None,
          k: int = 9, score: str = "max", neuron: tuple[int, int] | None = None,
          batch_size: int = 32, device: str = "auto", num_workers: int = 2,
@@ -151,42 +175,31 @@ def scan(loaded: LoadedModel, root: Path, records: list[ImageRecord], layer_name
 
     ``neuron`` = (y, x) switches to neuron mode; ``()`` means the centre of each layer's map.
     """
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}")
     started = time.perf_counter()
     pre = loaded.preprocess
     layers = resolve_layers(loaded.module, pre.input_size, layer_names)
     dev = pick_device(device)
-    topk = {layer.name: RunningTopK(layer.channels, k, dev) for layer in layers}
-    reducers = {layer.name: _Reducer(score, neuron, layer) for layer in layers}
-    current_ids: list[torch.Tensor] = []
-
-    def on_output(name: str, fmap: torch.Tensor) -> None:
-        topk[name].add(*reducers[name](fmap), current_ids[0])
-
-    tap = FeatureTap(loaded.module, [layer.name for layer in layers], on_output)
     loader = torch.utils.data.DataLoader(
         ImageDataset(root, records, pre), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=collate, pin_memory=dev.type == "cuda",
     )
     outcomes: list[ImageOutcome] = []
-    model = loaded.module.to(dev)
+    loaded.module.to(dev)
     try:
-        with torch.inference_mode():
-            for batch in loader:
-                if should_cancel is not None and should_cancel():
-                    raise ScanCancelled("scan cancelled")
-                if batch.pixels is not None:
-                    current_ids[:] = [batch.ids.to(dev)]
-                    tap(normalise(batch.pixels.to(dev, non_blocking=True), pre))
-                outcomes.extend(ImageOutcome(rec, w, h, reason) for rec, w, h, reason in batch.outcomes)
-                if progress is not None:
-                    elapsed = time.perf_counter() - started
-                    progress(len(outcomes), len(records), len(outcomes) / elapsed if elapsed > 0 else 0.0)
+        scanner = LayerScanner(loaded, layers, k, score, neuron, dev)
+        for batch in loader:
+            if should_cancel is not None and should_cancel():
+                raise ScanCancelled("scan cancelled")
+            if batch.pixels is not None:
+                scanner.add(batch.pixels, batch.ids)
+            outcomes.extend(ImageOutcome(rec, w, h, reason) for rec, w, h, reason in batch.outcomes)
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                progress(len(outcomes), len(records), len(outcomes) / elapsed if elapsed > 0 else 0.0)
     finally:
         loaded.module.to("cpu")
     return ScanResult(
-        layers={layer.name: layer for layer in layers}, topk=topk, images=outcomes, preprocess=pre,
+        layers={layer.name: layer for layer in layers}, topk=scanner.topk, images=outcomes, preprocess=pre,
         score=score, k=k, pretrained=loaded.pretrained, seconds=time.perf_counter() - started,
         device=str(dev), neuron=tuple(neuron) if neuron is not None else None,
     )
