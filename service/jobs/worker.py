@@ -34,7 +34,10 @@ from service.store.migrate import upgrade
 log = logging.getLogger(__name__)
 
 # Idle workers look for dead jobs this often (RQ's default maintenance interval is 10 minutes).
+# RQ only runs maintenance when its blocking dequeue returns, which waits ``worker_ttl - 15`` s,
+# so the worker TTL is tied to the interval.
 MAINTENANCE_INTERVAL_S = 60
+WORKER_TTL_S = MAINTENANCE_INTERVAL_S + 15
 
 
 def _with_sessions(settings: Settings, action):
@@ -53,7 +56,7 @@ class ScanWorker(Worker):
     def __init__(self, settings: Settings, **kwargs):
         self.settings = settings
         super().__init__([queue_name(settings)], maintenance_interval=MAINTENANCE_INTERVAL_S,
-                         work_horse_killed_handler=self._horse_killed, **kwargs)
+                         worker_ttl=WORKER_TTL_S, work_horse_killed_handler=self._horse_killed, **kwargs)
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()

@@ -7,7 +7,7 @@ import time
 from rq import Worker
 from rq.job import Job
 
-from service.jobs import recovery
+from service.jobs import recovery, state
 from service.jobs.queue import RQQueue
 from service.jobs.task import submit_index
 from service.store.db import session_scope
@@ -142,3 +142,17 @@ def test_job_timeout_from_settings_fails_the_scan_without_rows(
     assert "maximum timeout value (3 seconds)" in _index(sessions, index.id).error
     assert result_row_count(sessions, index.id) == 0
     assert worker.process.poll() is None
+
+
+def test_a_starting_worker_fails_jobs_left_running_by_a_dead_one(rq_settings, sessions_for, spawn_worker):
+    sessions = sessions_for(rq_settings)
+    queue = RQQueue(rq_settings, sessions)
+    index, (job,) = submit_index(sessions, queue, **INDEX_FIELDS)
+    state.claim(sessions, job.id)  # "running", with no heartbeat: its worker died long ago
+    Job.fetch(job.id, connection=queue.redis).delete()
+
+    worker = spawn_worker(rq_settings, burst=True)
+    assert worker.wait(WORKER_TIMEOUT_S) == 0, worker.log()
+
+    assert _index(sessions, index.id).status == "failed"
+    assert "failed scan job " + job.id in worker.log()
