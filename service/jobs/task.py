@@ -37,7 +37,7 @@ from service.scan.models import ModelSpec, load_model
 from service.scan.scanner import ScanResult, scan
 from service.store.db import make_engine, session_factory, session_scope
 from service.store.models import Index, ScanJob
-from service.store.repository import create_index, create_job, delete_index, write_index_result
+from service.store.repository import IndexNotWritable, create_index, create_job, delete_index, write_index_result
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,10 @@ def _run_claimed(plan: JobPlan, settings: Settings, engine: Engine, sessions: se
             result = _merge_if_last(plan, sessions, records, result)
         if result is not None:
             state.ensure_running(sessions, plan.job_id)
-            write_index_result(engine, plan.index_id, **result_rows(result))
+            # expected: a cancel landing after the check above must still win over the write.
+            write_index_result(engine, plan.index_id, expected=("running",), **result_rows(result))
             state.finish(sessions, plan.job_id, "succeeded")
-    except (ScanCancelled, JobAbandoned):
+    except (ScanCancelled, JobAbandoned, IndexNotWritable):
         state.finish(sessions, plan.job_id, "cancelled", "cancelled while running")
     except Exception as exc:
         state.finish(sessions, plan.job_id, "failed", _describe(exc))

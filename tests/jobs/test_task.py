@@ -7,7 +7,7 @@ from service.jobs.queue import EmbeddedQueue
 from service.jobs.task import run_scan_job, shard_range, submit_index
 from service.scan.geometry import original_box
 from service.store.db import session_scope
-from service.store.repository import get_index, get_job, jobs_of_index
+from service.store.repository import get_index, get_job, jobs_of_index, set_index_status
 
 from .conftest import INDEX_FIELDS, LAYERS, PHOTOS, SLOW_FIELDS, result_row_count, stored_rows, wait_for
 
@@ -143,3 +143,23 @@ def test_embedded_queue_cancels_a_running_scan_between_batches(job_settings, mig
 def _job(sessions, job_id):
     with session_scope(sessions) as session:
         return get_job(session, job_id)
+
+
+def test_cancel_landing_between_the_last_check_and_the_write_wins(job_settings, migrated_sqlite, sessions_for,
+                                                                  monkeypatch):
+    """The result write itself requires a running index, so a late cancel leaves no rows."""
+    settings = job_settings(migrated_sqlite, None)
+    sessions = sessions_for(settings)
+    index, (job,) = submit_index(sessions, RecordingQueue(), **INDEX_FIELDS)
+
+    def cancel_just_after_the_check(sessions_, job_id):
+        with session_scope(sessions_) as session:
+            set_index_status(session, index.id, "cancelled", error="cancelled by a client")
+
+    monkeypatch.setattr(state, "ensure_running", cancel_just_after_the_check)
+    run_scan_job(job.id, settings)
+
+    with session_scope(sessions) as session:
+        assert get_index(session, index.id).status == "cancelled"
+        assert get_job(session, job.id).status == "cancelled"
+    assert result_row_count(sessions, index.id) == 0
