@@ -12,7 +12,7 @@ import json
 from flask import Flask
 
 from service.api import observability
-from service.api.cache import LoadingLRU, LocalRenderCache, RedisRenderCache, RenderCache
+from service.api.cache import LoadingLRU, LocalRenderCache, ReadyIndexes, RedisRenderCache, RenderCache
 from service.api.context import EXTENSION, ApiContext, close_db
 from service.api.problems import register_error_handlers
 from service.api.routes import docs, images, indexes, service, units
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         queue=make_queue(settings, sessions),
         renders=_render_cache(settings),
         models=LoadingLRU(functools.partial(_load_model, settings), size=MODELS_KEPT),
+        ready=ReadyIndexes(),
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import Callable, Generic, Protocol, TypeVar
 
@@ -105,3 +106,37 @@ class LoadingLRU(Generic[K, V]):
             while len(self._values) > self.size:
                 self._values.popitem(last=False)
             return value
+
+
+class ReadyIndexes:
+    """Finished indexes and their layers, kept for a few seconds in process memory.
+
+    Every request below an index first looks up the index and the layer; for a cached PNG those
+    two queries were most of the work (measured: 1.2 ms per request, 0.4 ms for a static file).
+    A succeeded index never changes except by deletion, so a short lifetime is the only staleness:
+    a DELETE through this process forgets at once; other processes notice within ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float = 5.0, size: int = 256):
+        self.ttl_s = ttl_s
+        self.size = size
+        self._entries: OrderedDict[int, tuple[float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, index_id: int):
+        with self._lock:
+            entry = self._entries.get(index_id)
+            if entry is None or entry[0] < time.monotonic():
+                return None
+            return entry[1]
+
+    def put(self, index_id: int, value) -> None:
+        with self._lock:
+            self._entries[index_id] = (time.monotonic() + self.ttl_s, value)
+            self._entries.move_to_end(index_id)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def forget(self, index_id: int) -> None:
+        with self._lock:
+            self._entries.pop(index_id, None)

@@ -16,7 +16,7 @@ from flask import current_app, g, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.cache import LoadingLRU, RenderCache
+from service.api.cache import LoadingLRU, ReadyIndexes, RenderCache
 from service.api.problems import Problem
 from service.config import Settings
 from service.jobs.queue import JobQueue
@@ -33,6 +33,7 @@ class ApiContext:
     queue: JobQueue
     renders: RenderCache
     models: LoadingLRU  # model spec JSON -> service.scan.models.LoadedModel
+    ready: ReadyIndexes  # index id -> ReadyIndex (service.api.lookup)
 
     def resolve(self, user_path: str) -> Path:
         """A path from a request or a stored spec, confined to the configured dataset roots."""

@@ -6,6 +6,8 @@ always learns which part of the URL was wrong and what would have been valid.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import func, select
 
 from service.api.context import api, db
@@ -24,15 +26,34 @@ def index_or_404(index_id: int) -> Index:
     return index
 
 
-def ready_index(index_id: int) -> Index:
-    """An index whose results can be read; 409 while it is queued/running or after it failed."""
+@dataclass(frozen=True)
+class ReadyIndex:
+    index: Index
+    layers: dict[str, Layer]  # by name, in forward order
+
+
+def _ready(index_id: int) -> ReadyIndex:
+    cached = api().ready.get(index_id)
+    if cached is not None:
+        return cached
     index = index_or_404(index_id)
     if index.status != "succeeded":
         reason = f": {index.error}" if index.error else ""
         raise Problem(409, "index-not-ready",
                       f"index {index_id} is {index.status}{reason}; its layers and units can be read "
                       "once its status is succeeded", index_status=index.status)
-    return index
+    ready = ReadyIndex(index, {layer.name: layer for layer in repository.list_layers(db(), index_id)})
+    api().ready.put(index_id, ready)
+    return ready
+
+
+def ready_index(index_id: int) -> Index:
+    """An index whose results can be read; 409 while it is queued/running or after it failed."""
+    return _ready(index_id).index
+
+
+def ready_layers(index: Index) -> list[Layer]:
+    return list(_ready(index.id).layers.values())
 
 
 def job_or_404(job_id: str) -> ScanJob:
@@ -43,13 +64,12 @@ def job_or_404(job_id: str) -> ScanJob:
 
 
 def layer_or_404(index: Index, name: str) -> Layer:
-    layer = repository.get_layer(db(), index.id, name)
-    if layer is None:
-        names = [layer.name for layer in repository.list_layers(db(), index.id)]
-        shown = ", ".join(names[:_LAYERS_SHOWN]) + (", ..." if len(names) > _LAYERS_SHOWN else "")
+    layers = _ready(index.id).layers
+    if name not in layers:
+        shown = ", ".join(list(layers)[:_LAYERS_SHOWN]) + (", ..." if len(layers) > _LAYERS_SHOWN else "")
         raise Problem(404, "layer-not-found",
                       f"layer {name!r} is not in index {index.id}; its layers are: {shown or 'none'}")
-    return layer
+    return layers[name]
 
 
 def check_unit(layer: Layer, unit: int) -> None:

@@ -69,6 +69,7 @@ def delete_index(index_id):
             api().queue.cancel(job.id)
     repository.delete_index(db(), index.id)
     db().commit()
+    api().ready.forget(index.id)
     return "", 204
 
 

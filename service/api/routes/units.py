@@ -6,7 +6,7 @@ from flask import Blueprint, request
 
 from service.api.context import api, db
 from service.api.drawing import PatchPainter
-from service.api.lookup import check_unit, layer_or_404, ready_index
+from service.api.lookup import check_unit, layer_or_404, ready_index, ready_layers
 from service.api.png import png_response
 from service.api.problems import Problem
 from service.api.serialize import layer_json, top_entry_json
@@ -38,7 +38,7 @@ def _top(index, layer, unit: int, k: int | None):
 @bp.get("/v1/indexes/<index_id>/layers")
 def list_layers(index_id):
     index = ready_index(request.openapi.parameters.path["index_id"])
-    return {"items": [layer_json(layer) for layer in repository.list_layers(db(), index.id)]}
+    return {"items": [layer_json(layer) for layer in ready_layers(index)]}
 
 
 @bp.get("/v1/indexes/<index_id>/layers/<layer>")
