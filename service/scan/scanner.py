@@ -118,7 +118,10 @@ def pick_device(device: str) -> torch.device:
 
 
 class _Reducer:
-    """Turns one layer's [N,C,H,W] map into per-(image, channel) score and position, immediately."""
+    """Turns one layer's [N,C,H,W] map into per-(image, channel) scores and map positions.
+
+    Scores use fast reductions (amax/mean); the argmax position, the costly part on CPU, is only
+    computed for the (image, channel) pairs whose score can still enter the top-k."""
 
     def __init__(self, score: str, neuron: tuple[int, int] | None, info: LayerInfo):
         self.score = score
@@ -129,16 +132,17 @@ class _Reducer:
                 raise LayerError(f"neuron ({y}, {x}) is outside layer {info.name}'s {info.height}x{info.width} map")
             self.neuron = (y, x)
 
-    def __call__(self, fmap: torch.Tensor):
+    def __call__(self, fmap: torch.Tensor, threshold: torch.Tensor):
         n, c, h, w = fmap.shape
         if self.neuron is not None:
             y, x = self.neuron
-            scores = fmap[:, :, y, x].float()
             ys = torch.full((n, c), y, dtype=torch.int64, device=fmap.device)
-            return scores, ys, torch.full_like(ys, x)
+            return fmap[:, :, y, x].float(), ys, torch.full_like(ys, x)
         flat = fmap.flatten(2)
-        peak, where = flat.max(dim=2)
-        scores = peak.float() if self.score == "max" else flat.float().mean(dim=2)
+        scores = flat.amax(dim=2).float() if self.score == "max" else flat.float().mean(dim=2)
+        where = torch.zeros((n, c), dtype=torch.int64, device=fmap.device)
+        candidates = torch.nonzero(scores >= threshold, as_tuple=True)
+        where[candidates] = flat[candidates].argmax(dim=1)
         return scores, where // w, where % w
 
 
@@ -157,7 +161,8 @@ class LayerScanner:
         self._tap = FeatureTap(loaded.module, [layer.name for layer in layers], self._on_output)
 
     def _on_output(self, name: str, fmap: torch.Tensor) -> None:
-        self.topk[name].add(*self._reducers[name](fmap), self._ids)
+        state = self.topk[name]
+        state.add(*self._reducers[name](fmap, state.threshold()), self._ids)
 
     def add(self, pixels: torch.Tensor, ids: torch.Tensor) -> None:
         """One batch of uint8 [n,3,S,S] images (as decoded) with their image ids."""
