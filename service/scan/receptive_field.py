@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 
 from service.scan.errors import LayerError

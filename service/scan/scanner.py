@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +48,7 @@ class ScanResult:
     pretrained: bool
     seconds: float
     device: str
-    neuron: tuple[int, int] | None = field(default=None)
+    neuron: tuple[int, int] | None = None  # as requested; () = centre of each map
 
     def merge(self, other: "ScanResult") -> "ScanResult":
         """Combine scans of disjoint image shards of the same index into one result."""
