@@ -1,8 +1,9 @@
-"""Immutable PNG responses: strong ETag, one-year cache lifetime, 304s, rendered at most once.
+"""Responses computed from a finished index, which never changes: rendered (or serialised) once.
 
-The ETag hashes what determines the pixels: the index and the moment its result was written (a
-re-run index gets new tags), the path, and the validated query values with defaults filled in (so
-``?k=9`` and no ``k`` share one entry). It doubles as the render-cache key.
+The identity of such a response hashes what determines its bytes: the index and the moment its
+result was written (a re-run or re-created index gets new identities), the path, and the
+validated query values with defaults filled in (so ``?k=9`` and no ``k`` share one entry). It is
+the cache key and, for PNGs, the strong ETag.
 """
 
 from __future__ import annotations
@@ -19,18 +20,34 @@ from service.store.models import Index
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
-def png_response(index: Index, render: Callable[[], bytes]) -> Response:
+def _identity(index: Index) -> str:
     query = sorted((k, v) for k, v in request.openapi.parameters.query.items())
     identity = json.dumps([index.id, index.finished_at.isoformat(), request.path, query], default=str)
-    etag = hashlib.sha256(identity.encode()).hexdigest()[:40]
+    return hashlib.sha256(identity.encode()).hexdigest()[:40]
+
+
+def _cached(key: str, make: Callable[[], bytes]) -> bytes:
+    body = api().renders.get(key)
+    if body is None:
+        body = make()
+        api().renders.set(key, body)
+    return body
+
+
+def png_response(index: Index, render: Callable[[], bytes]) -> Response:
+    """Strong ETag, one-year immutable Cache-Control, 304 on a matching If-None-Match."""
+    etag = _identity(index)
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
-        body = api().renders.get(etag)
-        if body is None:
-            body = render()
-            api().renders.set(etag, body)
-        response = Response(body, mimetype="image/png")
+        response = Response(_cached(etag, render), mimetype="image/png")
     response.set_etag(etag)
     response.headers["Cache-Control"] = CACHE_CONTROL
     return response
+
+
+def json_response(index: Index, build: Callable[[], dict]) -> Response:
+    """A JSON body serialised once per process or Redis (unit top-k lists are read far more often
+    than anything else and never change for a finished index)."""
+    body = _cached("json:" + _identity(index), lambda: json.dumps(build()).encode())
+    return Response(body, mimetype="application/json")

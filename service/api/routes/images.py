@@ -8,7 +8,7 @@ from flask import Blueprint, request
 from service.api.context import api, db
 from service.api.drawing import PatchPainter
 from service.api.lookup import check_unit, image_file, image_or_404, layer_or_404, ready_index
-from service.api.png import png_response
+from service.api.immutable import png_response
 from service.api.problems import Problem
 from service.api.serialize import entry_json, image_json
 from service.render import to_png

@@ -7,7 +7,7 @@ from flask import Blueprint, request
 from service.api.context import api, db
 from service.api.drawing import PatchPainter
 from service.api.lookup import check_unit, layer_or_404, ready_index, ready_layers
-from service.api.png import png_response
+from service.api.immutable import json_response, png_response
 from service.api.problems import Problem
 from service.api.serialize import layer_json, top_entry_json
 from service.render import filters_image, to_png
@@ -50,8 +50,12 @@ def get_layer(index_id, layer):
 @bp.get(UNIT)
 def get_unit(index_id, layer, unit):
     index, layer_row, unit = _unit_target()
-    entries = repository.unit_top(db(), index.id, layer_row.id, unit, limit=request.openapi.parameters.query.get("k"))
-    return {"layer": layer_row.name, "unit": unit, "top": [top_entry_json(a, image) for a, image in entries]}
+
+    def build() -> dict:
+        entries = repository.unit_top(db(), index.id, layer_row.id, unit, limit=request.openapi.parameters.query.get("k"))
+        return {"layer": layer_row.name, "unit": unit, "top": [top_entry_json(a, image) for a, image in entries]}
+
+    return json_response(index, build)
 
 
 @bp.get(UNIT + "/patches.png")
