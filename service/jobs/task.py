@@ -59,11 +59,21 @@ def use_worker_settings(settings: Settings) -> None:
     _worker_settings = settings
 
 
-def shard_range(n_images: int, shard: int | None, shard_count: int) -> tuple[int, int]:
-    """The image ids [start, stop) of one shard: consecutive, near-equal ranges tiling [0, n)."""
+def shard_range(n_images: int, shard: int | None, shard_count: int, align: int = 1) -> tuple[int, int]:
+    """The image ids [start, stop) of one shard: consecutive ranges tiling [0, n).
+
+    Boundaries fall on multiples of ``align`` (the batch size), so every shard forms the same
+    batches a single scan would: CPU and GPU kernels may round differently with another batch
+    composition, and the merge is promised to equal a single scan bit for bit.
+    """
     if shard is None:
         return 0, n_images
-    return shard * n_images // shard_count, (shard + 1) * n_images // shard_count
+    blocks = -(-n_images // align)
+
+    def boundary(i: int) -> int:
+        return min(i * blocks // shard_count * align, n_images)
+
+    return boundary(shard), boundary(shard + 1)
 
 
 def submit_index(session_factory: sessionmaker, queue: JobQueue, *, shards: int = 1,
@@ -205,7 +215,7 @@ def _scan(plan: JobPlan, settings: Settings, sessions: sessionmaker, progress: _
     loaded = load_model(ModelSpec.from_dict(plan.model_spec), resolve_path=resolve)
     root = resolve(plan.dataset_spec["path"])
     records = list_images(root, plan.dataset_spec.get("files"))
-    start, stop = shard_range(len(records), plan.shard, plan.shard_count)
+    start, stop = shard_range(len(records), plan.shard, plan.shard_count, align=settings.batch_size)
     state.record_range(sessions, plan.job_id, start, stop)
     if start == stop:
         return records, None

@@ -29,6 +29,12 @@ def test_shard_ranges_tile_the_dataset_in_near_equal_consecutive_parts():
     assert shard_range(7, None, 1) == (0, 7)
 
 
+def test_shard_boundaries_fall_on_batch_multiples_so_shards_form_a_single_scans_batches():
+    assert [shard_range(12, i, 2, align=4) for i in range(2)] == [(0, 4), (4, 12)]
+    assert [shard_range(10, i, 3, align=4) for i in range(3)] == [(0, 4), (4, 8), (8, 10)]
+    assert [shard_range(100, i, 4, align=8) for i in range(4)] == [(0, 24), (24, 48), (48, 72), (72, 100)]
+
+
 def test_scan_job_writes_the_engine_top_k_with_both_boxes(job_settings, migrated_sqlite, sessions_for,
                                                           direct_result, direct_rows):
     settings = job_settings(migrated_sqlite, None)
@@ -118,7 +124,7 @@ def test_embedded_queue_runs_shards_in_turn_and_cancels_a_queued_job(job_setting
     assert stored_rows(sessions, sharded.id) == direct_rows
     with session_scope(sessions) as session:
         assert [(j.image_start, j.image_stop, j.status) for j in jobs_of_index(session, sharded.id)] == [
-            (0, 6, "succeeded"), (6, 12, "succeeded")]
+            (0, 4, "succeeded"), (4, 12, "succeeded")]
         assert get_index(session, cancelled.id).status == "cancelled"
     assert result_row_count(sessions, cancelled.id) == 0
 

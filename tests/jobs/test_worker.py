@@ -75,7 +75,7 @@ def test_two_workers_scan_two_shards_and_merge_into_the_single_scan_rows(
     assert stored_rows(sessions, index.id) == direct_rows
     with session_scope(sessions) as session:
         assert [(j.shard, j.image_start, j.image_stop, j.status) for j in jobs_of_index(session, index.id)] == [
-            (0, 0, 6, "succeeded"), (1, 6, 12, "succeeded")]
+            (0, 0, 4, "succeeded"), (1, 4, 12, "succeeded")]
         assert session.query(ShardState).filter_by(index_id=index.id).count() == 0
     ran_on = {Job.fetch(job.id, connection=queue.redis).worker_name for job in jobs}
     assert len(ran_on) == 2, ran_on
