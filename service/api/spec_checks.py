@@ -20,9 +20,11 @@ def _file(field: str, user_path: str) -> None:
         raise Problem(422, "invalid-model-spec", f"model.{field} {user_path!r} is a folder, not a file")
 
 
-def checked_model(spec: dict) -> dict:
-    """The normalised spec; unknown architecture, bad fields and unusable files are refused."""
-    from service.scan.models import STATE_DICT_SUFFIXES, ModelSpec, list_architectures  # imports torch
+def checked_model(spec: dict, layers: list[str] | None) -> dict:
+    """The normalised spec; unknown architecture, bad fields, unusable files, enum weights missing
+    from the hub cache and layer names the architecture lacks are refused."""
+    from service.scan.errors import LayerError
+    from service.scan.models import STATE_DICT_SUFFIXES, ModelSpec, check_spec, list_architectures  # imports torch
 
     parsed = ModelSpec.from_dict(spec)  # ModelSpecError -> 422
     if parsed.arch is not None and parsed.arch not in list_architectures():
@@ -33,6 +35,10 @@ def checked_model(spec: dict) -> dict:
         _file("weights", weights)
     if parsed.torchscript is not None:
         _file("torchscript", parsed.torchscript)
+    try:
+        check_spec(parsed, layers)
+    except LayerError as exc:  # a missing layer is 404 in a URL, but here it is a bad body field
+        raise Problem(422, exc.kind, f"layers: {exc}") from None
     return parsed.to_dict()
 
 

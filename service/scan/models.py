@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 
-from service.scan.errors import ModelSpecError, UnsafeWeights, WeightsMismatch, WeightsNotFound
+from service.scan.errors import LayerError, ModelSpecError, UnsafeWeights, WeightsMismatch, WeightsNotFound
 from service.scan.geometry import FIELDS as PREPROCESS_FIELDS
 from service.scan.geometry import IMAGENET_CLASSIC, Preprocess
 
@@ -180,6 +180,29 @@ def _build(arch: str, num_classes: int | None, weights=None) -> torch.nn.Module:
         return torchvision.models.get_model(arch, weights=weights, **kwargs)
     except (ValueError, TypeError) as exc:
         raise ModelSpecError(f"cannot build {arch}: {exc}") from None
+
+
+def check_spec(spec: ModelSpec, layers: list[str] | None = None) -> None:
+    """Raise the ScanError a scan of this torchvision spec would end with, without loading it.
+
+    Cheap enough for a web request: enum weights are only looked up in the hub cache, and layer
+    names are checked against the architecture built on the meta device (no weights allocated,
+    no forward pass). File paths are the caller's to check (it knows how to name them); TorchScript
+    layers are checked by the scan itself.
+    """
+    if spec.torchscript is not None:
+        return
+    if spec.arch not in list_architectures():
+        raise ModelSpecError(f"unknown architecture {spec.arch!r}; see list_architectures()")
+    if spec.weights is not None and not (spec.weights.endswith(STATE_DICT_SUFFIXES) or "/" in spec.weights):
+        _require_cached(_weights_enum(spec.arch, spec.weights))
+    if layers:
+        with torch.device("meta"):
+            names = {name for name, _ in _build(spec.arch, spec.num_classes).named_modules() if name}
+        unknown = [layer for layer in layers if layer not in names]
+        if unknown:
+            raise LayerError(f"{spec.arch} has no layer {', '.join(map(repr, unknown))}; layers are "
+                             "module paths as PyTorch prints them (e.g. features.3, layer2.1.conv2)")
 
 
 def load_model(spec: ModelSpec, resolve_path: Callable[[str], Path] = Path) -> LoadedModel:

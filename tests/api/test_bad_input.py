@@ -170,6 +170,7 @@ def test_create_refuses_file_lists_that_climb_out_of_the_dataset(ready):
     ({"arch": "mobilenet_v2", "weights": "weights/missing.pth"}, "path-not-found", "does not exist"),
     ({"arch": "mobilenet_v2", "weights": "weights/"}, "invalid-model-spec", "model.weights 'weights/' is a folder"),
     ({"torchscript": "photos"}, "invalid-model-spec", "model.torchscript 'photos' is a folder"),
+    ({"arch": "resnet18", "weights": "IMAGENET1K_V9"}, "invalid-model-spec", "known: ['IMAGENET1K_V1']"),
 ])
 def test_create_checks_the_model_spec_before_queueing(ready, model, kind, phrase):
     before = ready.client.get("/v1/indexes").get_json()["total"]
@@ -177,6 +178,19 @@ def test_create_checks_the_model_spec_before_queueing(ready, model, kind, phrase
     assert phrase in body["detail"]
     assert ready.client.get("/v1/indexes").get_json()["total"] == before  # nothing was queued
 
+
+def test_create_refuses_enum_weights_missing_from_the_hub_cache(ready, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    body = assert_problem(create(ready, valid_body(model={"arch": "resnet18", "weights": "IMAGENET1K_V1"},
+                                                   layers=["layer1"])), 422, "weights-not-found")
+    assert "not in the torch hub cache" in body["detail"]
+
+
+def test_create_refuses_layers_the_architecture_lacks_before_queueing(ready):
+    before = ready.client.get("/v1/indexes").get_json()["total"]
+    body = assert_problem(create(ready, valid_body(layers=["features.3", "features.99"])), 422, "unknown-layer")
+    assert "'features.99'" in body["detail"] and "features.3'" not in body["detail"]
+    assert ready.client.get("/v1/indexes").get_json()["total"] == before
 
 
 def test_an_unexpected_failure_is_a_500_problem_without_a_traceback(ready, monkeypatch):

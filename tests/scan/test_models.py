@@ -7,9 +7,9 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from service.scan.errors import ModelSpecError, UnsafeWeights, WeightsMismatch, WeightsNotFound
+from service.scan.errors import LayerError, ModelSpecError, UnsafeWeights, WeightsMismatch, WeightsNotFound
 from service.scan.geometry import IMAGENET_MEAN, Preprocess
-from service.scan.models import ModelSpec, list_architectures, load_model
+from service.scan.models import ModelSpec, check_spec, list_architectures, load_model
 
 MOBILENET_PREPROCESS = Preprocess(resize=256, crop=224, mean=IMAGENET_MEAN, std=(0.229, 0.224, 0.225), input_size=224)
 
@@ -123,3 +123,19 @@ def test_torchscript_that_is_not_a_torchscript_file_is_refused(tmp_path):
     (tmp_path / "m.pt").write_bytes(b"PK\x03\x04 nothing")
     with pytest.raises(ModelSpecError, match="TorchScript"):
         load_model(ModelSpec(torchscript=str(tmp_path / "m.pt")))
+
+
+def test_check_spec_finds_a_missing_layer_without_loading_weights():
+    with pytest.raises(LayerError, match="'layer9'"):
+        check_spec(ModelSpec(arch="resnet50"), ["layer1", "layer9"])
+    check_spec(ModelSpec(arch="resnet50"), ["layer1", "layer4.2.conv3"])  # real module paths pass
+
+
+def test_check_spec_refuses_uncached_enum_weights_and_unknown_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsNotFound, match="hub cache"):
+        check_spec(ModelSpec(arch="resnet18", weights="IMAGENET1K_V1"))
+    with pytest.raises(ModelSpecError, match="known: \\['IMAGENET1K_V1'\\]"):
+        check_spec(ModelSpec(arch="resnet18", weights="IMAGENET1K_V9"))
+    with pytest.raises(ModelSpecError, match="unknown architecture"):
+        check_spec(ModelSpec(arch="resnet1000"))

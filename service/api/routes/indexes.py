@@ -35,7 +35,7 @@ def create_index():
     from service.jobs.task import submit_index  # pulls in the scan package; only on writes
 
     body = request.openapi.body
-    model_spec = checked_model(body["model"])
+    model_spec = checked_model(body["model"], body.get("layers"))
     dataset_spec = checked_dataset(body["dataset"])
     neuron = body.get("neuron")
     index, jobs = submit_index(
