@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from service.config import Settings
+from service.logs import use_json_logs
 
 DEMO_NAME = "demo-mobilenet_v2-imagenet-samples"
 DEMO_MODEL = {"arch": "mobilenet_v2", "weights": "weights/mobilenet_v2-imagenet-from-quantized.pth"}
@@ -241,9 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("UNITSCOPE_LOG_LEVEL", "INFO"), format="%(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines narrate every plugin
     args = build_parser().parse_args(argv)
+    level = os.environ.get("UNITSCOPE_LOG_LEVEL", "INFO")
+    if args.command in ("serve", "worker"):  # long-running services: machine-readable lines
+        use_json_logs(level=level)
+    else:
+        logging.basicConfig(level=level, format="%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines narrate every plugin
     return args.func(args)
 
 

@@ -9,9 +9,7 @@ Under gunicorn each worker process answers with its own request histogram.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
 
 from flask import Flask, Response, g, request
@@ -20,35 +18,13 @@ from prometheus_client.core import GaugeMetricFamily
 
 from service.api.context import ApiContext
 from service.jobs.queue import QueueUnavailable
+from service.logs import use_json_logs
 from service.store import repository
 
 access_log = logging.getLogger("unitscope.access")
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _URL_IDS = ("index_id", "job_id", "image_id")
-
-
-class JsonFormatter(logging.Formatter):
-    """The record's message plus every field passed as ``extra={"fields": {...}}``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                "msg": record.getMessage(), **getattr(record, "fields", {})}
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
-
-
-def _json_logging() -> None:
-    """Give the service's loggers a JSON handler unless the host application configured them."""
-    for name in ("unitscope.access", "unitscope.api"):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(JsonFormatter())
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-            logger.propagate = False
 
 
 class _QueueCollector:
@@ -74,7 +50,7 @@ class _QueueCollector:
 
 def install(app: Flask, ctx: ApiContext) -> None:
     """Time and log every request; expose ``/metrics``."""
-    _json_logging()
+    use_json_logs("unitscope.access", "unitscope.api")
     registry = CollectorRegistry()
     latency = Histogram("unitscope_http_request_duration_seconds", "HTTP request latency by route",
                         ["method", "endpoint", "status"], registry=registry, buckets=LATENCY_BUCKETS)

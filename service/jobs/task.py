@@ -29,6 +29,7 @@ from service.jobs import state
 from service.jobs.queue import JobQueue, QueueUnavailable, redis_client
 from service.jobs.signals import Heartbeat, cancel_key
 from service.jobs.state import JobAbandoned, JobPlan
+from service.logs import fields
 from service.paths import PathNotAllowed, PathNotFound, resolve_under_roots
 from service.scan.data import ImageRecord, list_images
 from service.scan.errors import DatasetError, ScanCancelled, ScanError
@@ -183,6 +184,9 @@ def _run_claimed(plan: JobPlan, settings: Settings, engine: Engine, sessions: se
     def should_cancel() -> bool:
         return progress.abandoned or flagged()
 
+    ids = {"index_id": plan.index_id, "job_id": plan.job_id, "shard": plan.shard}
+    log.info("scan job started", extra=fields(**ids, model=plan.model_spec, dataset=plan.dataset_spec))
+    started = time.monotonic()
     try:
         if should_cancel():
             raise ScanCancelled("cancelled before it started")
@@ -194,10 +198,14 @@ def _run_claimed(plan: JobPlan, settings: Settings, engine: Engine, sessions: se
             # expected: a cancel landing after the check above must still win over the write.
             write_index_result(engine, plan.index_id, expected=("running",), **result_rows(result))
             state.finish(sessions, plan.job_id, "succeeded")
+        log.info("scan job succeeded", extra=fields(**ids, seconds=round(time.monotonic() - started, 3),
+                                                     images=len(records), device=result.device if result else None))
     except (ScanCancelled, JobAbandoned, IndexNotWritable):
         state.finish(sessions, plan.job_id, "cancelled", "cancelled while running")
+        log.info("scan job cancelled", extra=fields(**ids))
     except Exception as exc:
         state.finish(sessions, plan.job_id, "failed", _describe(exc))
+        log.warning("scan job failed", extra=fields(**ids, error=_describe(exc)))
         if not isinstance(exc, USER_ERRORS):
             raise
 

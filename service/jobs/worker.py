@@ -26,6 +26,7 @@ from rq import Worker
 from rq.job import Job
 
 from service.config import Settings
+from service.logs import use_json_logs
 from service.jobs import recovery, state, task
 from service.jobs.queue import display_url, queue_name
 from service.store.db import make_engine, session_factory
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     parser.add_argument("--prefix", help="Redis key and queue prefix (to share one Redis between deployments)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    use_json_logs()
     settings = Settings.from_env()
     if args.prefix:
         settings = settings.with_overrides(redis_db_prefix=args.prefix)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from service.api.observability import JsonFormatter
+from service.logs import JsonFormatter
 from service.render import cell_origin, crop_patch, grid_columns
 from service.scan.geometry import Preprocess, original_box
 from tests.api.conftest import K, LAYERS, MODEL, PHOTOS, assert_problem, wait_for_job

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 from service.jobs import state
 from service.jobs.queue import EmbeddedQueue
 from service.jobs.task import run_scan_job, shard_range, submit_index
+from service.logs import JsonFormatter
 from service.scan.geometry import original_box
 from service.store.db import session_scope
 from service.store.repository import get_index, get_job, jobs_of_index, set_index_status
@@ -169,3 +173,18 @@ def test_cancel_landing_between_the_last_check_and_the_write_wins(job_settings, 
         assert get_index(session, index.id).status == "cancelled"
         assert get_job(session, job.id).status == "cancelled"
     assert result_row_count(sessions, index.id) == 0
+
+
+def test_scan_job_logs_start_and_end_as_json_with_the_index_and_job_ids(job_settings, migrated_sqlite, sessions_for,
+                                                                        caplog):
+    settings = job_settings(migrated_sqlite, None)
+    sessions = sessions_for(settings)
+    index, (job,) = submit_index(sessions, RecordingQueue(), **{**INDEX_FIELDS, "dataset_spec": {"path": "nowhere"}})
+
+    with caplog.at_level(logging.INFO, logger="service.jobs.task"):
+        run_scan_job(job.id, settings)
+
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "service.jobs.task"]
+    assert [line["msg"] for line in lines] == ["scan job started", "scan job failed"]
+    assert all(line["index_id"] == index.id and line["job_id"] == job.id for line in lines)
+    assert "'nowhere' does not exist" in lines[-1]["error"]
