@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,11 +55,15 @@ def jpeg_folder(count: int, into: Path) -> Path:
     return into
 
 
-def best_times(fns: dict, repeats: int) -> dict[str, float]:
-    """Best wall time of each function, run interleaved: the machine is shared, so the minimum of
-    alternating runs compares the sides under the same (least disturbed) conditions."""
-    best = {name: float("inf") for name in fns}
+def paired_times(fns: dict, repeats: int) -> list[dict[str, float]]:
+    """Wall time of each function per round, the functions run back to back within a round.
+
+    The machine is shared and its speed drifts by several percent over a minute; a ratio taken
+    within one round compares both sides under the same conditions, and the median over rounds
+    drops the rounds something else disturbed."""
+    rounds = []
     for _ in range(repeats):
+        times = {}
         for name, fn in fns.items():
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
@@ -66,8 +71,9 @@ def best_times(fns: dict, repeats: int) -> dict[str, float]:
             fn()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name] = time.perf_counter() - start
+        rounds.append(times)
+    return rounds
 
 
 def throughput(loaded: LoadedModel, folder: Path, batch_size: int, workers: int, device: torch.device, repeats: int):
@@ -92,9 +98,9 @@ def throughput(loaded: LoadedModel, folder: Path, batch_size: int, workers: int,
              device=str(device), num_workers=workers)
 
     bare(), in_memory()  # warm-up (allocator, oneDNN primitive cache, catalog cache)
-    best = best_times({"bare": bare, "memory": in_memory, "disk": from_disk}, repeats)
+    rounds = paired_times({"bare": bare, "memory": in_memory, "disk": from_disk}, repeats)
     loaded.module.to("cpu")
-    return len(records), len(layers), best["bare"], best["memory"], best["disk"]
+    return len(records), len(layers), rounds
 
 
 MEMORY_CHILD = """
@@ -133,18 +139,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    photos, repeats, small, large = (64, 1, 200, 2_000) if args.quick else (160, 3, 1_000, 10_000)
+    photos, repeats, small, large = (64, 1, 200, 2_000) if args.quick else (160, 7, 1_000, 10_000)
     device = pick_device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} workers={args.workers} batch={args.batch_size}")
 
     loaded = mobilenet()
     with tempfile.TemporaryDirectory() as tmp:
-        n, n_layers, t_bare, t_mem, t_disk = throughput(
+        n, n_layers, rounds = throughput(
             loaded, jpeg_folder(photos, Path(tmp)), args.batch_size, args.workers, device, repeats)
-    print(f"mobilenet_v2, {n} JPEG photos, {n_layers} default layers, best of {repeats}:")
-    print(f"  bare forward          {n / t_bare:7.1f} img/s")
-    print(f"  scan, in-memory       {n / t_mem:7.1f} img/s   ratio {t_bare / t_mem:.3f}  (target >= 0.97)")
-    print(f"  scan, JPEG from disk  {n / t_disk:7.1f} img/s   ratio {t_bare / t_disk:.3f}  (target >= 0.85)")
+    print(f"mobilenet_v2, {n} JPEG photos, {n_layers} default layers, {repeats} rounds "
+          "(median img/s; ratio = median over rounds of bare time / scan time in the same round):")
+    for key, label, target in (("bare", "bare forward", None), ("memory", "scan, in-memory", 0.97),
+                               ("disk", "scan, JPEG from disk", 0.85)):
+        rate = statistics.median(n / r[key] for r in rounds)
+        line = f"  {label:21s} {rate:7.1f} img/s"
+        if target is not None:
+            ratios = [r["bare"] / r[key] for r in rounds]
+            line += (f"   ratio {statistics.median(ratios):.3f}  (target >= {target}; "
+                     f"rounds {min(ratios):.3f}-{max(ratios):.3f})")
+        print(line)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = tiny_pngs(large, Path(tmp))

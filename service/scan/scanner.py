@@ -120,8 +120,9 @@ def pick_device(device: str) -> torch.device:
 class _Reducer:
     """Turns one layer's [N,C,H,W] map into per-(image, channel) scores and map positions.
 
-    Scores use fast reductions (amax/mean); the argmax position, the costly part on CPU, is only
-    computed for the (image, channel) pairs whose score can still enter the top-k."""
+    The position is the first maximum in row-major order, as a flat argmax gives it, found as row
+    maxima, then the best row, then the best column in that row: a whole-map argmax is not
+    vectorised on CPU and cost several times the forward pass's share of the reduction."""
 
     def __init__(self, score: str, neuron: tuple[int, int] | None, info: LayerInfo):
         self.score = score
@@ -132,18 +133,20 @@ class _Reducer:
                 raise LayerError(f"neuron ({y}, {x}) is outside layer {info.name}'s {info.height}x{info.width} map")
             self.neuron = (y, x)
 
-    def __call__(self, fmap: torch.Tensor, threshold: torch.Tensor):
+    def __call__(self, fmap: torch.Tensor):
         n, c, h, w = fmap.shape
         if self.neuron is not None:
             y, x = self.neuron
             ys = torch.full((n, c), y, dtype=torch.int64, device=fmap.device)
             return fmap[:, :, y, x].float(), ys, torch.full_like(ys, x)
-        flat = fmap.flatten(2)
-        scores = flat.amax(dim=2).float() if self.score == "max" else flat.float().mean(dim=2)
-        where = torch.zeros((n, c), dtype=torch.int64, device=fmap.device)
-        candidates = torch.nonzero(scores >= threshold, as_tuple=True)
-        where[candidates] = flat[candidates].argmax(dim=1)
-        return scores, where // w, where % w
+        rows = fmap.amax(dim=3)  # one vectorised pass; the max score and its row come from it
+        ys = rows.argmax(dim=2)
+        xs = fmap.gather(2, ys[:, :, None, None].expand(n, c, 1, w)).squeeze(2).argmax(dim=2)
+        if self.score == "max":
+            scores = rows.gather(2, ys.unsqueeze(2)).squeeze(2)
+        else:
+            scores = fmap.mean(dim=(2, 3))
+        return scores.float(), ys, xs
 
 
 class LayerScanner:
@@ -161,8 +164,7 @@ class LayerScanner:
         self._tap = FeatureTap(loaded.module, [layer.name for layer in layers], self._on_output)
 
     def _on_output(self, name: str, fmap: torch.Tensor) -> None:
-        state = self.topk[name]
-        state.add(*self._reducers[name](fmap, state.threshold()), self._ids)
+        self.topk[name].add(*self._reducers[name](fmap), self._ids)
 
     def add(self, pixels: torch.Tensor, ids: torch.Tensor) -> None:
         """One batch of uint8 [n,3,S,S] images (as decoded) with their image ids."""
