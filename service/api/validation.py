@@ -13,6 +13,7 @@ per-process LRU; the same patch-grid or unit URL is then validated once, not onc
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -24,7 +25,6 @@ from openapi_core.contrib.flask.decorators import FlaskOpenAPIViewDecorator
 from openapi_core.contrib.flask.handlers import FlaskOpenAPIErrorsHandler
 from openapi_core.contrib.flask.requests import FlaskOpenAPIRequest
 from openapi_core.deserializing.media_types.exceptions import MediaTypeDeserializeError
-from openapi_core.deserializing.media_types.util import json_loads
 from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 from openapi_core.unmarshalling.request.datatypes import RequestUnmarshalResult
@@ -44,10 +44,38 @@ _MEMO_HEADERS = ("If-None-Match", "X-API-Key")
 _MESSAGE_CHARS = 300
 
 
+class StrictJSONError(ValueError):
+    """A body Python's ``json`` would take but JSON (RFC 8259) or this API does not."""
+
+
+def _no_constant(name: str):
+    raise StrictJSONError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen = dict(pairs)
+    if len(seen) != len(pairs):
+        keys = [key for key, _ in pairs]
+        duplicate = next(key for key in keys if keys.count(key) > 1)
+        raise StrictJSONError(f"duplicate key {duplicate!r}: every member name must be unique")
+    return seen
+
+
+def strict_json_loads(value: bytes | str, **_parameters: str):
+    """JSON as RFC 8259 defines it: no NaN/Infinity, no duplicate member names (which parsers
+    resolve differently, so a proxy and this API could read different bodies), and nesting deep
+    enough to exhaust the parser's stack is refused instead of crashing the request."""
+    try:
+        return json.loads(value, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise StrictJSONError("nested too deeply") from None
+
+
 def load_openapi(path: Path = SPEC_PATH) -> OpenAPI:
-    """The spec, with problem documents read as the JSON they are (openapi-core knows only
-    ``application/json``), so the tests can validate error responses too."""
-    config = Config(extra_media_type_deserializers={PROBLEM_MEDIA_TYPE: json_loads})
+    """The spec, with JSON bodies read strictly and problem documents read as the JSON they are
+    (openapi-core knows only ``application/json``), so the tests can validate error responses too."""
+    config = Config(extra_media_type_deserializers={"application/json": strict_json_loads,
+                                                    PROBLEM_MEDIA_TYPE: strict_json_loads})
     return OpenAPI.from_file_path(str(path), config=config)
 
 
@@ -72,6 +100,9 @@ def _schema_messages(cause: BaseException | None, prefix: str) -> list[dict[str,
 def _describe(error: Exception) -> tuple[int, str, list[dict[str, str]]]:
     """Status, problem kind and per-field messages for one openapi-core error."""
     cause = error.__cause__
+    if isinstance(error, RepeatedParameter):
+        return 400, "invalid-parameter", [{"location": f"query.{error.name}",
+                                           "message": "given more than once; send each query parameter once"}]
     if isinstance(error, PathNotFound):
         return 404, "not-found", [{"location": "path", "message": str(error)}]
     if isinstance(error, OperationNotFound):
@@ -84,11 +115,22 @@ def _describe(error: Exception) -> tuple[int, str, list[dict[str, str]]]:
         if isinstance(cause, MediaTypeNotFound):
             return 415, "unsupported-media-type", [{"location": "header.Content-Type", "message": _short(str(cause))}]
         if isinstance(cause, MediaTypeDeserializeError):
-            return 400, "malformed-json", [{"location": "body", "message": "the body is not valid JSON"}]
+            reason = cause.__context__  # what the JSON parser said, when it said something useful
+            why = f": {reason}" if isinstance(reason, StrictJSONError) else ""
+            return 400, "malformed-json", [{"location": "body", "message": f"the body is not valid JSON{why}"}]
         return 422, "invalid-body", _schema_messages(cause, "body")
     if isinstance(error, SecurityValidationError):
         return 401, "unauthorized", [{"location": "header.X-API-Key", "message": "missing or invalid API key"}]
     return 400, "bad-request", [{"location": "request", "message": _short(str(error))}]
+
+
+class RepeatedParameter(Exception):
+    """A query parameter given more than once: none of this API's parameters is a list, and
+    picking the first or the last would silently disagree with some client or proxy."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
 
 class ProblemErrorsHandler(FlaskOpenAPIErrorsHandler):
@@ -120,6 +162,9 @@ class SpecValidator(FlaskOpenAPIViewDecorator):
         self._lock = threading.Lock()
 
     def unmarshal_request(self, request) -> RequestUnmarshalResult:
+        repeated = sorted({name for name, values in request.args.lists() if len(values) > 1})
+        if repeated:
+            return RequestUnmarshalResult(errors=[RepeatedParameter(name) for name in repeated])
         if request.method not in ("GET", "HEAD", "DELETE") or request.content_length:
             return super().unmarshal_request(request)
         key = (request.method, request.full_path,

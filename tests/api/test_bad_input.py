@@ -202,3 +202,31 @@ def test_an_unexpected_failure_is_a_500_problem_without_a_traceback(ready, monke
     body = assert_problem(response, 500, "internal-error")
     assert "secret internals" not in response.get_data(as_text=True)
     assert body["instance"] == index_url(ready)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"model": {"arch": "mobilenet_v2"}, "dataset": {"path": "photos"}, "k": 1, "k": 1000}', "duplicate key 'k'"),
+    ('{"model": {"arch": "mobilenet_v2"}, "dataset": {"path": "photos"}, "k": NaN}', "NaN is not a JSON number"),
+    ('{"model": {"arch": "mobilenet_v2"}, "dataset": {"path": "photos"}, "k": -Infinity}', "-Infinity"),
+    ('{"model": {"arch": "mobilenet_v2"}, "dataset": {"path": "photos"}, "name": ' + "[" * 5000 + "]" * 5000 + "}",
+     "nested too deeply"),
+])
+def test_create_rejects_json_that_python_reads_but_json_does_not_with_400(ready, text, reason):
+    body = assert_problem(create(ready, data=text, content_type="application/json"), 400, "malformed-json")
+    assert reason in body["detail"]
+
+
+@pytest.mark.parametrize("query", ["k=1&k=2", "size=8&size=8", "k=1&size=8&k=1"])
+def test_repeated_query_parameters_are_400(ready, query):
+    body = assert_problem(ready.client.get(index_url(ready, f"/layers/features.4/units/0/patches.png?{query}")), 400,
+                          "invalid-parameter")
+    assert "more than once" in body["detail"] and body["errors"][0]["location"] in ("query.k", "query.size")
+
+
+@pytest.mark.parametrize("files, location", [
+    (["a.jpg", "a.jpg"], "body.dataset.files"),
+    ([f"{i}.jpg" for i in range(10_001)], "body.dataset.files"),
+])
+def test_create_refuses_repeated_or_too_many_dataset_files_with_422(ready, files, location):
+    problem = assert_problem(create(ready, valid_body(dataset={"path": "photos", "files": files})), 422, "invalid-body")
+    assert location in [error["location"] for error in problem["errors"]]
