@@ -35,9 +35,10 @@ def _cached(key: str, make: Callable[[], bytes]) -> bytes:
 
 
 def png_response(index: Index, render: Callable[[], bytes]) -> Response:
-    """Strong ETag, one-year immutable Cache-Control, 304 on a matching If-None-Match."""
+    """Strong ETag, one-year immutable Cache-Control, 304 on a matching If-None-Match (compared
+    weakly, as RFC 9110 requires, so ``W/"<etag>"`` from a cache that weakened it matches too)."""
     etag = _identity(index)
-    if request.if_none_match.contains(etag):
+    if request.if_none_match.contains_weak(etag):  # RFC 9110 13.1.2: weak comparison
         response = Response(status=304)
     else:
         response = Response(_cached(etag, render), mimetype="image/png")

@@ -202,6 +202,13 @@ def test_png_has_strong_etag_long_cache_and_answers_304(ready):
     assert ready.client.get(url + "&k=9").headers["ETag"] == etag
 
 
+@pytest.mark.parametrize("header", ['W/{etag}', '"other", {etag}', "*"])
+def test_if_none_match_compares_weakly_as_rfc_9110_says(ready, header):
+    url = unit_url(ready) + "/patches.png?size=32"
+    etag = ready.client.get(url).headers["ETag"]
+    assert ready.client.get(url, headers={"If-None-Match": header.format(etag=etag)}).status_code == 304
+
+
 def test_created_index_answers_202_with_location_then_can_be_deleted(ready):
     files = sorted(p.name for p in (ready.dataset_root / "photos").iterdir())[:2]
     created = ready.client.post("/v1/indexes", json={"model": MODEL, "dataset": {"path": "photos", "files": files},
