@@ -88,3 +88,17 @@ def test_write_endpoints_need_an_api_key_when_keys_are_configured(make_client):
     assert_problem(client.delete("/v1/indexes/1", headers=key), 404, "index-not-found")
     # Reads never need a key.
     assert client.get("/v1/indexes").status_code == 200
+
+
+def test_api_key_check_compares_every_key_and_not_the_raw_lengths(make_client, monkeypatch):
+    import hmac
+
+    client = make_client(api_keys=frozenset({"first-key", "k2", "a-much-longer-third-key"}))
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    for key in ("first-key", "k2", "a-much-longer-third-key"):
+        compared.clear()
+        assert_problem(client.delete("/v1/indexes/1", headers={"X-API-Key": key}), 404, "index-not-found")
+        # No short cut at the matching key, and equal-length operands: time says nothing about the keys.
+        assert len(compared) == 3 and {len(a) for pair in compared for a in pair} == {32}
