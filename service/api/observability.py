@@ -4,16 +4,21 @@ Log lines carry the index and job ids from the URL, so an operator can follow on
 API and worker logs with a single grep. Metrics live in a registry per app (no global state):
 request latency by route template (not raw path, which would explode label cardinality), and, read
 from the queue and the job rows at scrape time, queue depth and the scan throughput of running jobs.
-Under gunicorn each worker process answers with its own request histogram.
+Under ``unitscope serve`` (gunicorn, possibly several workers) ``PROMETHEUS_MULTIPROC_DIR`` is set
+before prometheus_client is imported, the histogram lives in per-process files there, and every
+scrape sums all workers' files, whichever worker answers it. Without it (tests, a bare
+``create_app``) the histogram lives in the app's own registry.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 
 from service.api.context import ApiContext
@@ -48,12 +53,25 @@ class _QueueCollector:
                                 value=sum(job.rate or 0.0 for job in running))
 
 
+def multiprocess_dir() -> str | None:
+    """The folder of the server's metric files, when this process writes its metrics there
+    (prometheus_client picks file-backed values once, at import, from the same variable)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path or values.ValueClass is values.MutexValue:
+        return None
+    return path
+
+
 def install(app: Flask, ctx: ApiContext) -> None:
     """Time and log every request; expose ``/metrics``."""
     use_json_logs("unitscope.access", "unitscope.api")
+    shared = multiprocess_dir()
     registry = CollectorRegistry()
     latency = Histogram("unitscope_http_request_duration_seconds", "HTTP request latency by route",
-                        ["method", "endpoint", "status"], registry=registry, buckets=LATENCY_BUCKETS)
+                        ["method", "endpoint", "status"], registry=None if shared else registry,
+                        buckets=LATENCY_BUCKETS)
+    if shared:  # the scrape reads every worker's files instead of this process's histogram
+        MultiProcessCollector(registry, path=shared)
     registry.register(_QueueCollector(ctx))
 
     @app.before_request
