@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import torch
 import torchvision
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
 
 from service.scan.errors import LayerError, ModelSpecError, UnsafeWeights, WeightsMismatch, WeightsNotFound
 from service.scan.geometry import FIELDS as PREPROCESS_FIELDS
@@ -182,6 +184,31 @@ def _build(arch: str, num_classes: int | None, weights=None) -> torch.nn.Module:
         raise ModelSpecError(f"cannot build {arch}: {exc}") from None
 
 
+class _LargeOnMeta(TorchFunctionMode):
+    """Like ``torch.device("meta")`` for tensors over ``SMALL`` elements (weights); smaller ones are
+    made on the CPU, so builders that compute with small tensors (RegNet's block widths) still run.
+    A torch function mode is thread-local: concurrent model builds are not affected."""
+
+    SMALL = 4096
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _device_constructors() and kwargs.get("device") is None:
+            out = func(*args, **{**kwargs, "device": "meta"})
+            return out if out.numel() > self.SMALL else func(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def _skeleton(arch: str, num_classes: int | None) -> torch.nn.Module:
+    """The architecture without allocated weights, for its module names."""
+    try:
+        with torch.device("meta"):
+            return _build(arch, num_classes)
+    except NotImplementedError:  # the builder reads tensor values, which meta tensors do not have
+        with _LargeOnMeta():
+            return _build(arch, num_classes)
+
+
 def check_spec(spec: ModelSpec, layers: list[str] | None = None) -> None:
     """Raise the ScanError a scan of this torchvision spec would end with, without loading it.
 
@@ -197,8 +224,7 @@ def check_spec(spec: ModelSpec, layers: list[str] | None = None) -> None:
     if spec.weights is not None and not (spec.weights.endswith(STATE_DICT_SUFFIXES) or "/" in spec.weights):
         _require_cached(_weights_enum(spec.arch, spec.weights))
     if layers:
-        with torch.device("meta"):
-            names = {name for name, _ in _build(spec.arch, spec.num_classes).named_modules() if name}
+        names = {name for name, _ in _skeleton(spec.arch, spec.num_classes).named_modules() if name}
         unknown = [layer for layer in layers if layer not in names]
         if unknown:
             raise LayerError(f"{spec.arch} has no layer {', '.join(map(repr, unknown))}; layers are "
