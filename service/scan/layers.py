@@ -105,7 +105,9 @@ def _build_catalog(model: torch.nn.Module, input_size: int) -> list[LayerInfo]:
         fields = chain_fields(model, input_size)
         entries = [e for e in entries if fields.get(e[0]) is not None]
     else:
-        fields = receptive_fields(model, input_size, [e[0] for e in entries])
+        fields = receptive_fields(model, input_size, [e[0] for e in entries], with_layout=True)
+        # left out: channels-last [N, H, W, C] outputs and layers whose field cannot be derived
+        entries = [e for e in entries if fields.get(e[0]) is not None]
     return [LayerInfo(name, kind, int(c), int(h), int(w), fields[name]) for name, kind, c, h, w in entries]
 
 
@@ -151,7 +153,12 @@ def _why_not(model: torch.nn.Module, input_size: int, name: str) -> str:
         return f"layer {name} runs {calls[name]} times in one forward pass, so it has no single output"
     if calls.get(name, 0) == 0:
         return f"layer {name} does not run in the forward pass"
-    return f"layer {name} does not output a 4-D feature map"
+    if name not in {e[0] for e in entries}:
+        return f"layer {name} does not output a 4-D feature map"
+    if name in receptive_fields(model, input_size, [name], with_layout=True):
+        return f"layer {name} outputs a channels-last [N, H, W, C] tensor, not an [N, C, H, W] feature map"
+    return (f"layer {name} comes after an operation whose spatial effect is unknown (e.g. window "
+            "attention or a reshape into tokens), so its receptive field cannot be derived")
 
 
 class FeatureTap:

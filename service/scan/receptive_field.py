@@ -129,12 +129,21 @@ FUNCTION_WINDOWS = {
 FUNCTION_ADAPTIVE = {"adaptive_avg_pool2d", "adaptive_max_pool2d", "_adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"}
 
 
-def _is_map(t) -> bool:
-    return isinstance(t, torch.Tensor) and t.dim() >= 4
+def _shape(v):
+    """Shape of a tensor, or of the tensors of a tuple/list (chunk, split) when they share one."""
+    if isinstance(v, torch.Tensor):
+        return tuple(v.shape)
+    if isinstance(v, (tuple, list)) and v and all(isinstance(t, torch.Tensor) for t in v):
+        shapes = {(t.dim(), tuple(t.shape[-2:])) for t in v}
+        return tuple(v[0].shape) if len(shapes) == 1 else None
+    return None
 
 
 def _first_tensor_arg(node: torch.fx.Node):
     return node.args[0] if node.args else next(iter(node.kwargs.values()))
+
+
+PERMUTES = {"permute", "transpose", "swapaxes", "swapdims"}
 
 
 class _RecordingTracer(torch.fx.Tracer):
@@ -155,49 +164,85 @@ class _RecordingTracer(torch.fx.Tracer):
 
 
 class _FieldInterpreter(torch.fx.Interpreter):
-    """Runs the traced graph on a real input and propagates (y, x) spans node by node."""
+    """Runs the traced graph on a real input and propagates (y, x) spans node by node.
+
+    Besides the spans, each node records where its spatial axes are (``axes``: the positions of
+    y and x in its shape), so channels-last stretches (ConvNeXt's LayerNorm, Swin) keep their
+    field through permutes, and a layer's output can be told apart from a channels-first map.
+    """
 
     def __init__(self, gm: torch.fx.GraphModule):
         super().__init__(gm)
         self.fields: dict[torch.fx.Node, tuple[Span, Span] | None] = {}
         self.values: dict[torch.fx.Node, object] = {}
+        self.axes: dict[torch.fx.Node, tuple[int, int] | None] = {}
 
     def run_node(self, n: torch.fx.Node):
         result = super().run_node(n)
-        self.values[n] = result if isinstance(result, torch.Tensor) else None
-        self.fields[n] = IDENTITY if n.op == "placeholder" else self._field(n, result)
+        shape = _shape(result)
+        self.values[n] = result if shape is not None else None
+        if n.op == "placeholder":
+            self.fields[n], self.axes[n] = IDENTITY, (len(shape) - 2, len(shape) - 1)
+        else:
+            self.fields[n], self.axes[n] = self._field(n, shape)
         return result
 
     def _inputs(self, n: torch.fx.Node):
         return [a for a in n.all_input_nodes if self.fields.get(a) is not None]
 
-    def _field(self, n: torch.fx.Node, result):
+    def _field(self, n: torch.fx.Node, shape):
         inputs = self._inputs(n)
         if not inputs:
-            return None
+            return None, None
         if any(self.fields[a] is UNKNOWN for a in inputs):
-            return UNKNOWN
+            return UNKNOWN, None
+        if all(self.fields[a] == IDENTITY_GLOBAL for a in inputs):
+            return IDENTITY_GLOBAL, None  # computed from values without a location only
         try:
-            return self._known_field(n, inputs, result)
+            return self._known_field(n, inputs, shape)
         except Unsupported:
-            return UNKNOWN
+            return UNKNOWN, None
 
-    def _known_field(self, n: torch.fx.Node, inputs, result):
+    def _hw(self, a: torch.fx.Node):
+        """Spatial size of a located map input, or None."""
+        axes, shape = self.axes.get(a), _shape(self.values.get(a))
+        if axes is None or shape is None or self.fields[a] == IDENTITY_GLOBAL:
+            return None
+        return shape[axes[0]], shape[axes[1]]
+
+    def _known_field(self, n: torch.fx.Node, inputs, shape):
+        last = (len(shape) - 2, len(shape) - 1) if shape is not None else None
         if n.op == "call_module":
             mod = self.module.get_submodule(n.target)
             src = _first_tensor_arg(n)
+            if isinstance(mod, MODULE_WINDOWS + ADAPTIVE) and self.axes.get(src) != (len(shape) - 2, len(shape) - 1):
+                raise Unsupported("a window over a map whose spatial axes are not the last two")
             if isinstance(mod, MODULE_WINDOWS):
-                return window_spans(self.fields[src], mod.kernel_size, mod.stride, mod.padding, getattr(mod, "dilation", 1))
+                return window_spans(self.fields[src], mod.kernel_size, mod.stride, mod.padding, getattr(mod, "dilation", 1)), last
             if isinstance(mod, ADAPTIVE):
-                return adaptive_spans(self.fields[src], self.values[src].shape[-2:], result.shape[-2:])
-        if n.op == "call_function":
-            name = getattr(n.target, "__name__", "")
+                return adaptive_spans(self.fields[src], self.values[src].shape[-2:], shape[-2:]), last
+        name = getattr(n.target, "__name__", n.target) if n.op != "call_module" else ""
+        if n.op in ("call_function", "call_method"):
             src = _first_tensor_arg(n)
             if name in FUNCTION_WINDOWS or name == "conv2d":
-                return self._functional_window(n, name, src)
+                if self.axes.get(src) != last:
+                    raise Unsupported("a window over a map whose spatial axes are not the last two")
+                return self._functional_window(n, name, src), last
             if name in FUNCTION_ADAPTIVE:
-                return adaptive_spans(self.fields[src], self.values[src].shape[-2:], result.shape[-2:])
-        return self._by_shape(n, inputs, result)
+                return adaptive_spans(self.fields[src], self.values[src].shape[-2:], shape[-2:]), last
+            if name in PERMUTES and self._hw(src) is not None:
+                return self.fields[src], self._permuted(n, name, self.axes[src], len(shape))
+        return self._by_shape(n, inputs, shape)
+
+    @staticmethod
+    def _permuted(n, name, axes, dim):
+        args = [a for a in n.args[1:]] + list(n.kwargs.values())
+        if name == "permute":
+            order = [int(d) % dim for d in (args[0] if len(args) == 1 else args)]
+            return order.index(axes[0]), order.index(axes[1])
+        a, b = (int(d) % dim for d in args[:2])
+        swap = {a: b, b: a}
+        return swap.get(axes[0], axes[0]), swap.get(axes[1], axes[1])
 
     def _functional_window(self, n, name, src):
         if name == "conv2d":
@@ -214,31 +259,52 @@ class _FieldInterpreter(torch.fx.Interpreter):
             params.get("padding", 0), params.get("dilation", 1)
         )
 
-    def _by_shape(self, n, inputs, result):
-        """Generic rule: same spatial size = pointwise in space; spatial size 1 = global pooling."""
-        if not _is_map(result):
-            return IDENTITY_GLOBAL
-        maps = [a for a in inputs if _is_map(self.values.get(a)) and self.fields[a] is not IDENTITY_GLOBAL]
-        same = [a for a in maps if self.values[a].shape[-2:] == result.shape[-2:]]
+    def _by_shape(self, n, inputs, shape):
+        """Generic rule: same spatial size = pointwise in space; spatial size 1 = global pooling.
+
+        The result keeps an input's spatial axes when it has as many dimensions and the same sizes
+        there (LayerNorm/Linear over channels-last, elementwise ops), or when its last two
+        dimensions have the input's spatial size (a channel picked out: ``x[:, 0]``)."""
+        maps = [(a, self._hw(a)) for a in inputs if self._hw(a) is not None]
+        same, axes = [], None
+        for a, hw in maps if shape is not None else ():
+            src_axes = self.axes[a]
+            if len(shape) == len(_shape(self.values[a])) and (shape[src_axes[0]], shape[src_axes[1]]) == hw:
+                cand = src_axes
+            elif len(shape) >= 3 and tuple(shape[-2:]) == hw:
+                cand = (len(shape) - 2, len(shape) - 1)
+            else:
+                continue
+            if axes not in (None, cand):
+                raise Unsupported("inputs with their spatial axes in different places")
+            same.append(a)
+            axes = cand
         if same:
-            return union([self.fields[a] for a in same])
-        if maps and tuple(result.shape[-2:]) == (1, 1):
+            return union([self.fields[a] for a in same]), axes
+        if shape is None or len(shape) < 4:
+            return IDENTITY_GLOBAL, None  # a vector (or tokens), no location
+        if maps and tuple(shape[-2:]) == (1, 1):
             whole = []
-            for a in maps:
-                hw = self.values[a].shape[-2:]
+            for a, hw in maps:
                 whole.append(tuple(self.fields[a][i].whole(hw[i]) for i in (0, 1)))
-            return union(whole)
-        if not maps and tuple(result.shape[-2:]) == (1, 1):
-            return IDENTITY_GLOBAL  # a vector reshaped to a 1x1 map (gating), no location
+            return union(whole), (len(shape) - 2, len(shape) - 1)
+        if not maps and tuple(shape[-2:]) == (1, 1):
+            return IDENTITY_GLOBAL, None  # a vector reshaped to a 1x1 map (gating), no location
         raise Unsupported(f"{n.op} {n.target} changes the spatial size")
 
 
 IDENTITY_GLOBAL = (Span(0, 0, 0), Span(0, 0, 0))  # sentinel: depends on the input, has no location
 UNKNOWN = (Span(0, 0, -1), Span(0, 0, -1))  # sentinel: downstream of an operation not understood
+CHANNELS_LAST = None  # traced_receptive_fields' value for a 4-D output that is not a [N, C, H, W] map
 
 
-def traced_receptive_fields(model: nn.Module, input_size: int, layer_names: list[str]) -> dict[str, ReceptiveField]:
-    """The torch.fx method; layers it cannot derive are left out of the result."""
+def traced_receptive_fields(model: nn.Module, input_size: int, layer_names: list[str],
+                            with_layout: bool = False) -> dict[str, ReceptiveField | None]:
+    """The torch.fx method; layers it cannot derive are left out of the result.
+
+    With ``with_layout``, layers whose output has its spatial axes elsewhere than the last two
+    (channels-last ``[N, H, W, C]`` in ConvNeXt blocks and Swin) map to ``CHANNELS_LAST`` (None):
+    they are not feature maps in the catalog's sense. Without it they are left out."""
     tracer = _RecordingTracer()
     graph = tracer.trace(model)
     gm = torch.fx.GraphModule(tracer.root, graph)
@@ -250,7 +316,13 @@ def traced_receptive_fields(model: nn.Module, input_size: int, layer_names: list
         interp.run(torch.zeros(1, 3, input_size, input_size))
     out = {}
     for name in layer_names:
-        spans = interp.fields.get(tracer.outputs.get(name))
+        node = tracer.outputs.get(name)
+        spans, axes = interp.fields.get(node), interp.axes.get(node)
+        shape = _shape(interp.values.get(node))
+        if axes is not None and shape is not None and len(shape) == 4 and axes != (2, 3):
+            if with_layout:
+                out[name] = CHANNELS_LAST
+            continue
         if spans is not None and spans not in (IDENTITY_GLOBAL, UNKNOWN):
             try:
                 out[name] = to_field(spans)
@@ -263,6 +335,11 @@ class _Captured(Exception):
     pass
 
 
+# Norms by class, so subclasses (torchvision's LayerNorm2d) count too: a LayerNorm of the uniform
+# probe input is zero and would hide the field.
+IDENTITY_IN_LINEARISED = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+
+
 def _linearised(model: nn.Module) -> nn.Module:
     """A float64 copy whose every path passes a positive signal: activations and norms become
     identities, max pools average pools, weights positive averages. A neuron's input gradient is
@@ -272,8 +349,7 @@ def _linearised(model: nn.Module) -> nn.Module:
     def replace(parent: nn.Module) -> None:
         for name, child in parent.named_children():
             kind = type(child).__module__
-            if kind.startswith(("torch.nn.modules.activation", "torch.nn.modules.batchnorm",
-                                "torch.nn.modules.normalization", "torch.nn.modules.instancenorm")):
+            if isinstance(child, IDENTITY_IN_LINEARISED) or kind.startswith("torch.nn.modules.activation"):
                 setattr(parent, name, nn.Identity())
             elif isinstance(child, nn.MaxPool2d):
                 setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode))
@@ -295,6 +371,8 @@ def _support(grad: torch.Tensor, axis: int) -> tuple[int, int]:
     """[first, last+1) of the non-zero rows (axis 0) or columns (axis 1) of a [1,3,H,W] gradient."""
     profile = grad.abs().sum(dim=(0, 1, 3 - axis))
     idx = torch.nonzero(profile).flatten()
+    if len(idx) == 0:
+        raise Unsupported("the neuron's gradient is zero everywhere")
     return int(idx[0]), int(idx[-1]) + 1
 
 
@@ -336,35 +414,45 @@ def measured_receptive_fields(model: nn.Module, input_size: int, layer_names: li
     for name in layer_names:
         if name not in modules:
             raise LayerError(f"unknown layer {name!r}")
-        size = input_size
-        while True:
-            (cy, cx), (h, w), (centre, neighbour) = _measure_layer(lin, modules[name], size)
-            (y0, y1), (x0, x1) = centre
-            inside = y0 > 0 and x0 > 0 and y1 < size and x1 < size and h > 1 and w > 1
-            if inside or size >= max_size:
-                break
-            size *= 2
-        jump_y = neighbour[0][0] - y0 if h > 1 else size
-        jump_x = neighbour[1][0] - x0 if w > 1 else size
-        spans = (Span(y0 - cy * jump_y, y1 - cy * jump_y, jump_y),
-                 Span(x0 - cx * jump_x, x1 - cx * jump_x, jump_x))
-        out[name] = to_field(spans)
+        try:
+            out[name] = _measure_field(lin, modules[name], input_size, max_size)
+        except Unsupported:  # no gradient reaches the input: leave the layer out
+            continue
     return out
 
 
-def receptive_fields(model: nn.Module, input_size: int, layer_names: list[str]) -> dict[str, ReceptiveField]:
-    """Exact fields by graph tracing; layers the trace cannot derive are measured instead."""
+def _measure_field(lin: nn.Module, module: nn.Module, size: int, max_size: int) -> ReceptiveField:
+    while True:
+        (cy, cx), (h, w), (centre, neighbour) = _measure_layer(lin, module, size)
+        (y0, y1), (x0, x1) = centre
+        inside = y0 > 0 and x0 > 0 and y1 < size and x1 < size and h > 1 and w > 1
+        if inside or size >= max_size:
+            break
+        size *= 2
+    jump_y = neighbour[0][0] - y0 if h > 1 else size
+    jump_x = neighbour[1][0] - x0 if w > 1 else size
+    spans = (Span(y0 - cy * jump_y, y1 - cy * jump_y, jump_y),
+             Span(x0 - cx * jump_x, x1 - cx * jump_x, jump_x))
+    return to_field(spans)
+
+
+def receptive_fields(model: nn.Module, input_size: int, layer_names: list[str],
+                     with_layout: bool = False) -> dict[str, ReceptiveField | None]:
+    """Exact fields by graph tracing; a model torch.fx cannot trace is measured instead.
+
+    Layers whose field cannot be derived are left out of the result: on a traced model, those
+    downstream of an operation whose spatial effect is unknown (window attention, reshapes into
+    tokens); measuring them would cost a gradient pass per layer and, past attention or a
+    channels-last reshape, would not be exact either. With ``with_layout``, layers the trace
+    shows to be channels-last map to ``CHANNELS_LAST``."""
     if isinstance(model, torch.jit.ScriptModule):
         from service.scan.scripted import script_receptive_fields  # scripted builds on this module
 
         return script_receptive_fields(model, input_size, layer_names)
     try:
-        out = traced_receptive_fields(model, input_size, layer_names)
+        out = traced_receptive_fields(model, input_size, layer_names, with_layout)
     except LayerError:
         raise
     except Exception:  # fx tracing errors have no common base class: measure every layer
-        out = {}
-    rest = [name for name in layer_names if name not in out]
-    if rest:
-        out.update(measured_receptive_fields(model, input_size, rest))
-    return {name: out[name] for name in layer_names}
+        out = measured_receptive_fields(model, input_size, layer_names)
+    return {name: out[name] for name in layer_names if name in out}
