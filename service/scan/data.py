@@ -21,6 +21,7 @@ from service.scan.geometry import Preprocess, crop_origin, resized_size
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
+MAX_RESIZED_PIXELS = 1 << 24  # above this, only the cropped part of the resized image is computed
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,32 @@ def read_image(path: Path, preprocess: Preprocess) -> tuple[torch.Tensor, int, i
         raise Skipped(f"unreadable: {exc.strerror or exc}"[:200]) from None
     except (ValueError, SyntaxError) as exc:  # Pillow plugins raise these on malformed headers
         raise Skipped(f"unreadable: {exc}"[:200]) from None
-    if rgb.size != target:
-        rgb = rgb.resize(target, Image.BILINEAR)
     left, top = crop_origin(width, height, preprocess)
     size = preprocess.input_size
-    rgb = rgb.crop((left, top, left + size, top + size))  # zero-pads outside, as CenterCrop does
+    if rgb.size != target and target[0] * target[1] > MAX_RESIZED_PIXELS:
+        rgb = _resized_crop(rgb, target, left, top, size)
+    else:
+        if rgb.size != target:
+            rgb = rgb.resize(target, Image.BILINEAR)
+        rgb = rgb.crop((left, top, left + size, top + size))  # zero-pads outside, as CenterCrop does
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1), width, height
+
+
+def _resized_crop(img: Image.Image, target: tuple[int, int], left: int, top: int, size: int) -> Image.Image:
+    """``img.resize(target).crop((left, top, left + size, top + size))`` computing only the cropped
+    pixels: Pillow's ``box`` keeps the scale and reads source pixels beyond the box for the filter,
+    so the pixels are the same up to float rounding (at most 1 of 255), but a panorama of extreme
+    aspect ratio (65000x1 -> 16.6M x 256) does not allocate gigabytes that the crop throws away.
+    Used only past ``MAX_RESIZED_PIXELS``; outside the image stays zero, as in ``CenterCrop``."""
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + size, target[0]), min(top + size, target[1])
+    sx, sy = img.width / target[0], img.height / target[1]
+    part = img.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+    if part.size == (size, size):
+        return part
+    out = Image.new("RGB", (size, size))
+    out.paste(part, (x0 - left, y0 - top))
+    return out
 
 
 def normalise(batch: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:

@@ -110,3 +110,25 @@ def test_small_images_are_zero_padded_like_center_crop(tmp_path):
 def test_unusable_single_image_is_a_dataset_error(odd_folder):
     with pytest.raises(DatasetError, match="not an image"):
         load_model_input(odd_folder / "notes.jpg", IMAGENET_CLASSIC)
+
+
+def test_extreme_panorama_is_resized_only_where_the_crop_looks(tmp_path, monkeypatch):
+    """A 40000x2 strip resizes to 5.12M x 256 px (3.9 GB of RGB) of which the crop keeps 224x224:
+    only the cropped part may be resized, with the pixels torchvision computes (to rounding)."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (2, 40000, 3), dtype=np.uint8)).save(tmp_path / "strip.png")
+    Image.fromarray(rng.integers(0, 256, (30, 600, 3), dtype=np.uint8)).save(tmp_path / "pano.png")
+    resize = Image.Image.resize
+
+    def bounded_resize(img, size, *args, **kwargs):
+        assert size[0] * size[1] <= 4 * 224 * 224, f"resize to {size} allocates pixels the crop drops"
+        return resize(img, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", bounded_resize)
+    pixels, width, height = read_image(tmp_path / "strip.png", IMAGENET_CLASSIC)
+    assert (width, height, tuple(pixels.shape)) == (40000, 2, (3, 224, 224))
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    monkeypatch.setattr("service.scan.data.MAX_RESIZED_PIXELS", 0)  # the windowed path on a checkable size
+    pipeline = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.PILToTensor()])
+    windowed, _, _ = read_image(tmp_path / "pano.png", IMAGENET_CLASSIC)
+    assert (windowed.int() - pipeline(Image.open(tmp_path / "pano.png")).int()).abs().max() <= 1
