@@ -44,7 +44,8 @@ def upgrade() -> None:
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('device', sa.String(length=64), nullable=True),
     sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name=op.f('ck_indexes_status')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_indexes'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_indexes')),
+    sqlite_autoincrement=True
     )
     op.create_table('images',
     sa.Column('index_id', sa.Integer(), nullable=False),

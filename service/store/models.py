@@ -47,7 +47,9 @@ class Base(DeclarativeBase):
 
 class Index(Base):
     __tablename__ = "indexes"
-    __table_args__ = (sa.CheckConstraint(_STATUS_CHECK, name="status"),)
+    # AUTOINCREMENT on SQLite: ids of deleted indexes are never handed out again, so an old URL
+    # cannot silently name a newer index (PostgreSQL sequences never reuse values anyway).
+    __table_args__ = (sa.CheckConstraint(_STATUS_CHECK, name="status"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(sa.String(200))

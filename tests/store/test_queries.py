@@ -79,6 +79,15 @@ def test_delete_index_removes_every_row_it_owns(sessions, full_index):
         assert repository.delete_index(session, full_index) is False
 
 
+def test_ids_of_deleted_indexes_are_never_reused(sessions):
+    """An old URL must not silently name a newer index (SQLite reuses the max rowid otherwise)."""
+    with session_scope(sessions) as session:
+        newest = new_index(session, "newest").id
+        repository.delete_index(session, newest)
+    with session_scope(sessions) as session:
+        assert new_index(session, "after").id > newest
+
+
 def test_deleting_the_index_row_directly_cascades_in_the_database(sessions, full_index):
     """ON DELETE CASCADE itself (SQLite: foreign keys switched on), not the repository's code."""
     with session_scope(sessions) as session:
