@@ -194,6 +194,7 @@ def _run_claimed(plan: JobPlan, settings: Settings, engine: Engine, sessions: se
         if plan.shard is not None:
             result = _merge_if_last(plan, sessions, records, result)
         if result is not None:
+            _require_a_readable_image(result)
             state.ensure_running(sessions, plan.job_id)
             # expected: a cancel landing after the check above must still win over the write.
             write_index_result(engine, plan.index_id, expected=("running",), **result_rows(result))
@@ -246,6 +247,21 @@ def _merge_if_last(plan: JobPlan, sessions: sessionmaker, records: list[ImageRec
     return merged
 
 
+def _require_a_readable_image(result: ScanResult) -> None:
+    """An index over nothing but unreadable files would be an empty "succeeded"; fail it instead,
+    saying why the files were skipped."""
+    if any(outcome.skipped is None for outcome in result.images):
+        return
+    summary = ", ".join(f"{count} {reason}" for reason, count in _skip_reasons(result.images).most_common())
+    raise DatasetError(f"none of the {len(result.images)} images could be read ({summary})")
+
+
+def _skip_reasons(outcomes) -> Counter:
+    """Skipped images by reason; reasons carry details after a colon ("unreadable: <decoder
+    message>"), counted by their kind."""
+    return Counter(o.skipped.split(":", 1)[0] for o in outcomes if o.skipped)
+
+
 def _image_id(outcome) -> int:
     return outcome.record.id
 
@@ -264,8 +280,7 @@ def result_rows(result: ScanResult) -> dict:
          "height": o.height, "skipped_reason": o.skipped}
         for o in outcomes
     ]
-    # Reasons carry details after a colon ("unreadable: <decoder message>"); count by their kind.
-    skipped = Counter(o.skipped.split(":", 1)[0] for o in outcomes if o.skipped)
+    skipped = _skip_reasons(outcomes)
     return {"preprocess": result.preprocess.to_dict(), "pretrained": result.pretrained,
             "device": result.device, "seconds": result.seconds, "layers": layers, "images": images,
             "activations": activation_rows(result), "skipped_reasons": dict(skipped)}

@@ -188,3 +188,22 @@ def test_scan_job_logs_start_and_end_as_json_with_the_index_and_job_ids(job_sett
     assert [line["msg"] for line in lines] == ["scan job started", "scan job failed"]
     assert all(line["index_id"] == index.id and line["job_id"] == job.id for line in lines)
     assert "'nowhere' does not exist" in lines[-1]["error"]
+
+
+def test_a_dataset_of_only_unreadable_files_fails_the_index_saying_why(job_settings, migrated_sqlite, sessions_for,
+                                                                       tmp_path, assets_dir):
+    junk = tmp_path / "junk-root" / "junk"
+    junk.mkdir(parents=True)
+    (junk / "a.jpg").write_bytes(b"not a jpeg")
+    (junk / "b.png").write_text("nor a png")
+    settings = job_settings(migrated_sqlite, None, dataset_roots=(tmp_path / "junk-root", assets_dir))
+    sessions = sessions_for(settings)
+    index, (job,) = submit_index(sessions, RecordingQueue(), **{**INDEX_FIELDS, "dataset_spec": {"path": "junk"}})
+
+    run_scan_job(job.id, settings)
+
+    with session_scope(sessions) as session:
+        failed = get_index(session, index.id)
+        assert failed.status == "failed"
+        assert "none of the 2 images could be read" in failed.error
+    assert result_row_count(sessions, index.id) == 0
