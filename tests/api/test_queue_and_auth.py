@@ -10,7 +10,9 @@ import pytest
 
 from service.api.cache import RedisRenderCache
 from service.app import create_app
+from service.jobs import state
 from service.jobs.queue import redis_client
+from service.store.db import make_engine, session_factory
 from service.store.migrate import upgrade
 from tests.api.conftest import MODEL, CheckedClient, assert_problem, build_settings
 
@@ -102,3 +104,17 @@ def test_api_key_check_compares_every_key_and_not_the_raw_lengths(make_client, m
         assert_problem(client.delete("/v1/indexes/1", headers={"X-API-Key": key}), 404, "index-not-found")
         # No short cut at the matching key, and equal-length operands: time says nothing about the keys.
         assert len(compared) == 3 and {len(a) for pair in compared for a in pair} == {32}
+
+
+def test_reading_a_job_whose_worker_died_answers_failed_even_with_no_worker_alive(rq_settings, openapi):
+    client = CheckedClient(create_app(rq_settings), openapi)
+    created = client.post("/v1/indexes", json=BODY).get_json()
+    index_id, job_id = created["index"]["id"], created["job"]["id"]
+    # A worker took the job and died before its first heartbeat; no worker is left to reap it.
+    engine = make_engine(rq_settings.database_url)
+    state.claim(session_factory(engine), job_id)
+    engine.dispose()
+
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "failed" and job["error"]
+    assert client.get(f"/v1/indexes/{index_id}").get_json()["status"] == "failed"

@@ -9,6 +9,7 @@ from service.api.lookup import index_or_404, job_or_404
 from service.api.problems import Problem
 from service.api.serialize import index_json, job_json
 from service.api.spec_checks import checked_dataset, checked_model
+from service.jobs.queue import QueueUnavailable
 from service.jobs.state import LIVE
 from service.store import repository
 
@@ -55,9 +56,23 @@ def default_name(model_spec: dict, dataset_spec: dict) -> str:
     return f"{model} on {dataset_spec['path']}"[:200]
 
 
+def _settle(index_id: int, status: str) -> None:
+    """Before answering with a live status, let the queue fail jobs whose worker died: a client
+    polling a scan must learn that it is dead even when no worker is left to notice."""
+    if status not in LIVE:
+        return
+    try:
+        if api().queue.reap(index_id):
+            db().expire_all()
+    except QueueUnavailable:
+        pass  # the stored state is still the best answer while Redis is down
+
+
 @bp.get("/v1/indexes/<index_id>")
 def get_index(index_id):
-    return _index_body(index_or_404(request.openapi.parameters.path["index_id"]))
+    index = index_or_404(request.openapi.parameters.path["index_id"])
+    _settle(index.id, index.status)
+    return _index_body(index)
 
 
 @bp.delete("/v1/indexes/<index_id>")
@@ -75,7 +90,9 @@ def delete_index(index_id):
 
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id):
-    return job_json(job_or_404(request.openapi.parameters.path["job_id"]))
+    job = job_or_404(request.openapi.parameters.path["job_id"])
+    _settle(job.index_id, job.status)
+    return job_json(job)
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
