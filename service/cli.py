@@ -191,10 +191,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     base = f"http://{args.host}:{args.port}"
     print(f"\nindex {index.id}: {index.images_scanned} images scanned, {index.images_skipped} skipped")
     print("what a few units learned (Zeiler-Fergus patch grids):")
-    for layer in (DEMO_LAYERS[1], DEMO_LAYERS[3], DEMO_LAYERS[-1]):
+    # Shallow to deep: edges and colours, then textures, then object parts. (The last layers'
+    # receptive fields cover the whole photo, so their grids are thumbnails; they are indexed too.)
+    for layer in DEMO_LAYERS[1:4]:
         for unit in (0, 1, 2):
             print(f"  {base}/v1/indexes/{index.id}/layers/{layer}/units/{unit}/patches.png")
-    print(f"  {base}/v1/indexes/{index.id}/layers/{DEMO_LAYERS[-1]}/montage.png?units=0-15")
+    print(f"  {base}/v1/indexes/{index.id}/layers/{DEMO_LAYERS[3]}/montage.png?units=0-15")
     print(f"API docs: {base}/docs\n", flush=True)
     from service.serve import serve
 
