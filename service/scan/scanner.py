@@ -120,9 +120,8 @@ def pick_device(device: str) -> torch.device:
 class _Reducer:
     """Turns one layer's [N,C,H,W] map into per-(image, channel) scores and map positions.
 
-    The position is the first maximum in row-major order, as a flat argmax gives it, found as row
-    maxima, then the best row, then the best column in that row: a whole-map argmax is not
-    vectorised on CPU and cost several times the forward pass's share of the reduction."""
+    Scores use fast reductions (amax/mean); the position of the maximum, the costly part on CPU,
+    is found only for the (image, channel) pairs whose score can still enter the top-k."""
 
     def __init__(self, score: str, neuron: tuple[int, int] | None, info: LayerInfo):
         self.score = score
@@ -133,20 +132,36 @@ class _Reducer:
                 raise LayerError(f"neuron ({y}, {x}) is outside layer {info.name}'s {info.height}x{info.width} map")
             self.neuron = (y, x)
 
-    def __call__(self, fmap: torch.Tensor):
+    def __call__(self, fmap: torch.Tensor, threshold: torch.Tensor):
         n, c, h, w = fmap.shape
         if self.neuron is not None:
             y, x = self.neuron
             ys = torch.full((n, c), y, dtype=torch.int64, device=fmap.device)
             return fmap[:, :, y, x].float(), ys, torch.full_like(ys, x)
-        rows = fmap.amax(dim=3)  # one vectorised pass; the max score and its row come from it
-        ys = rows.argmax(dim=2)
-        xs = fmap.gather(2, ys[:, :, None, None].expand(n, c, 1, w)).squeeze(2).argmax(dim=2)
-        if self.score == "max":
-            scores = rows.gather(2, ys.unsqueeze(2)).squeeze(2)
+        flat = fmap.flatten(2)
+        scores = (flat.amax(dim=2) if self.score == "max" else flat.mean(dim=2)).float()
+        # Positions only where a score can still enter the top-k. While most can (the first
+        # batches of a scan), one pass over every map is cheaper than gathering the candidates'.
+        candidates = scores >= threshold
+        if candidates.sum() * 4 > candidates.numel():
+            ys, xs = first_max_position(fmap)
         else:
-            scores = fmap.mean(dim=(2, 3))
-        return scores.float(), ys, xs
+            ys = torch.zeros((n, c), dtype=torch.int64, device=fmap.device)
+            xs = torch.zeros_like(ys)
+            pick = torch.nonzero(candidates, as_tuple=True)
+            ys[pick], xs[pick] = first_max_position(fmap[pick])
+        return scores, ys, xs
+
+
+def first_max_position(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, x) of the first maximum in row-major order of each [H, W] map of ``maps`` [..., H, W].
+
+    Row maxima, then the best row, then the best column in that row: what a flat argmax gives,
+    at a fraction of its cost on CPU, where argmax over a whole map is not vectorised.
+    """
+    ys = maps.amax(dim=-1).argmax(dim=-1)
+    best_row = maps.gather(-2, ys[..., None, None].expand(*ys.shape, 1, maps.shape[-1])).squeeze(-2)
+    return ys, best_row.argmax(dim=-1)
 
 
 class LayerScanner:
@@ -164,7 +179,8 @@ class LayerScanner:
         self._tap = FeatureTap(loaded.module, [layer.name for layer in layers], self._on_output)
 
     def _on_output(self, name: str, fmap: torch.Tensor) -> None:
-        self.topk[name].add(*self._reducers[name](fmap), self._ids)
+        state = self.topk[name]
+        state.add(*self._reducers[name](fmap, state.threshold()), self._ids)
 
     def add(self, pixels: torch.Tensor, ids: torch.Tensor) -> None:
         """One batch of uint8 [n,3,S,S] images (as decoded) with their image ids."""

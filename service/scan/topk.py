@@ -40,6 +40,10 @@ class RunningTopK:
     def channels(self) -> int:
         return self.values.shape[0]
 
+    def threshold(self) -> Tensor:
+        """[C] score an image must reach to enter each row (-inf while the row has free slots)."""
+        return self.values[:, -1]
+
     def add(self, scores: Tensor, ys: Tensor, xs: Tensor, image_ids: Tensor) -> None:
         """Offer one score per (image, channel): ``scores``/``ys``/``xs`` are [N, C], ids [N]."""
         n = scores.shape[0]

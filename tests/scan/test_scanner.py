@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from service.scan.errors import LayerError, ScanCancelled
-from service.scan.scanner import ScanResult, activation_map, scan
+from service.scan.layers import LayerInfo
+from service.scan.receptive_field import ReceptiveField
+from service.scan.scanner import ScanResult, _Reducer, activation_map, scan
 
 from .conftest import REFERENCE_LAYERS
 
@@ -153,3 +155,19 @@ def test_activation_map_equals_the_recorded_feature_map(mobilenet, imagenet_dir,
 def test_activation_map_refuses_unit_out_of_range(mobilenet, imagenet_dir, photos):
     with pytest.raises(LayerError, match="out of range"):
         activation_map(mobilenet, imagenet_dir / photos[0].path, "features.1", 16)
+
+
+@pytest.mark.parametrize("threshold", [[float("-inf")] * 5, [float("-inf")] + [9.0] * 4, [9.0] * 5],
+                         ids=["every-map", "candidates-only", "none"])
+def test_positions_are_the_first_flat_argmax_for_every_pair_that_can_enter(threshold):
+    """Both ways of finding positions (every map at once, or only the candidates' maps) agree
+    with a flat argmax, ties included, wherever a score reaches the threshold."""
+    torch.manual_seed(0)
+    fmap = torch.randn(6, 5, 7, 9).clamp(max=1.0)  # many tied maxima at 1.0
+    info = LayerInfo("x", "Conv2d", 5, 7, 9, ReceptiveField(3, 1, -1))
+    threshold = torch.tensor(threshold)
+    scores, ys, xs = _Reducer("max", None, info)(fmap, threshold)
+    flat = fmap.flatten(2).argmax(dim=2)
+    can_enter = scores >= threshold
+    assert torch.equal(scores, fmap.amax(dim=(2, 3)))
+    assert torch.equal(ys[can_enter], (flat // 9)[can_enter]) and torch.equal(xs[can_enter], (flat % 9)[can_enter])
