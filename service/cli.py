@@ -123,10 +123,6 @@ def find_or_index(settings: Settings, request: IndexRequest):
     return index_now(settings, request)
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
-
-
 def _migrate(settings: Settings) -> None:
     from service.store.migrate import upgrade
 
@@ -135,7 +131,7 @@ def _migrate(settings: Settings) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = Settings.from_env()
     _migrate(settings)
     print(f"database at head: {settings.database_url}")
     return 0
@@ -144,7 +140,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from service.jobs.worker import run_worker
 
-    settings = _settings()
+    settings = Settings.from_env()
     if not settings.redis_url:
         print("unitscope worker needs REDIS_URL; without it the API runs scans in-process", file=sys.stderr)
         return 2
@@ -155,14 +151,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.serve import serve
 
-    settings = _settings()
+    settings = Settings.from_env()
     _migrate(settings)
     serve(settings, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = Settings.from_env()
     _migrate(settings)
     model: dict = {"torchscript": args.torchscript} if args.torchscript else {"arch": args.arch}
     if args.weights:
@@ -178,7 +174,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = Settings.from_env()
     if settings.assets_dir is None:
         print("the demo needs the assets folder: set UNITSCOPE_ASSETS or place ../shared/assets", file=sys.stderr)
         return 2

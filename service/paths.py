@@ -52,13 +52,3 @@ def resolve_under_roots(user_path: str, roots: Iterable[Path]) -> Path:
     if escaped:
         raise PathNotAllowed(f"path {user_path!r} is outside the allowed roots ({shown})")
     raise PathNotFound(f"path {user_path!r} does not exist under the allowed roots ({shown})")
-
-
-def relative_to_roots(path: Path, roots: Iterable[Path]) -> str:
-    """The shortest way to name ``path`` relative to a root, as a request would spell it."""
-    path = Path(path).resolve()
-    for root in roots:
-        root = Path(root).resolve()
-        if _inside(path, root):
-            return path.relative_to(root).as_posix()
-    return str(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.paths import PathNotAllowed, PathNotFound, relative_to_roots, resolve_under_roots
+from service.paths import PathNotAllowed, PathNotFound, resolve_under_roots
 
 
 @pytest.fixture
@@ -50,6 +50,3 @@ def test_empty_or_nul_paths_are_refused(roots, bad):
     with pytest.raises(PathNotAllowed):
         resolve_under_roots(bad, roots)
 
-
-def test_relative_to_roots_spells_a_path_as_a_request_would(roots):
-    assert relative_to_roots(roots[1] / "weights" / "net.pth", roots) == "weights/net.pth"
