@@ -19,14 +19,6 @@ class PathNotFound(FileNotFoundError):
     """The path is allowed but nothing exists there."""
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
 def resolve_under_roots(user_path: str, roots: Iterable[Path]) -> Path:
     """Return the real path of ``user_path`` if it lies inside one of ``roots``.
 
@@ -43,7 +35,7 @@ def resolve_under_roots(user_path: str, roots: Iterable[Path]) -> Path:
     escaped = False  # the path, or what it points at, lies outside every root
     for candidate in candidates:
         real = candidate.resolve()
-        inside = any(_inside(real, root) for root in roots)
+        inside = any(real.is_relative_to(root) for root in roots)
         if inside and real.exists():
             return real
         if not inside and (real.exists() or given.is_absolute() or ".." in given.parts):
