@@ -103,11 +103,10 @@ def _build_catalog(model: torch.nn.Module, input_size: int) -> list[LayerInfo]:
     entries = [e for e in entries if calls[e[0]] == 1]
     if is_script(model):
         fields = chain_fields(model, input_size)
-        entries = [e for e in entries if fields.get(e[0]) is not None]
     else:
         fields = receptive_fields(model, input_size, [e[0] for e in entries], with_layout=True)
-        # left out: channels-last [N, H, W, C] outputs and layers whose field cannot be derived
-        entries = [e for e in entries if fields.get(e[0]) is not None]
+    # left out: channels-last [N, H, W, C] outputs and layers whose field cannot be derived
+    entries = [e for e in entries if fields.get(e[0]) is not None]
     return [LayerInfo(name, kind, int(c), int(h), int(w), fields[name]) for name, kind, c, h, w in entries]
 
 
