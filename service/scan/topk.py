@@ -77,7 +77,7 @@ class RunningTopK:
         self.xs = all_xs.gather(1, keep)
 
     def result(self) -> TopK:
-        return TopK(*(getattr(self, key).cpu().clone() for key in _STATE_KEYS))
+        return TopK(**self.state_dict())
 
     def state_dict(self) -> dict[str, Tensor]:
         return {key: getattr(self, key).cpu().clone() for key in _STATE_KEYS}
