@@ -24,7 +24,7 @@ from service.scan.geometry import Preprocess
 from service.scan.layers import FeatureTap, LayerInfo, resolve_layers
 from service.scan.models import LoadedModel
 from service.scan.receptive_field import ReceptiveField
-from service.scan.topk import RunningTopK
+from service.scan.topk import STATE_KEYS, RunningTopK
 
 SCORES = ("max", "mean")
 
@@ -94,7 +94,7 @@ class ScanResult:
             d["receptive_field"] = ReceptiveField(**d["receptive_field"])
             layers[d["name"]] = LayerInfo(**d)
         topk = {
-            name: RunningTopK.from_state_dict({key: tensors[f"{i}.{key}"] for key in ("values", "image_ids", "ys", "xs")})
+            name: RunningTopK.from_state_dict({key: tensors[f"{i}.{key}"] for key in STATE_KEYS})
             for i, name in enumerate(layers)
         }
         images = [ImageOutcome(ImageRecord(i, p, lab), w, h, s) for i, p, lab, w, h, s in meta["images"]]

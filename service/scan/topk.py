@@ -15,7 +15,7 @@ from torch import Tensor
 
 MAX_K = 100
 EMPTY = -1  # image id of an unused slot (fewer than k images seen)
-_STATE_KEYS = ("values", "image_ids", "ys", "xs")
+STATE_KEYS = ("values", "image_ids", "ys", "xs")
 
 
 @dataclass
@@ -80,14 +80,14 @@ class RunningTopK:
         return TopK(**self.state_dict())
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {key: getattr(self, key).cpu().clone() for key in _STATE_KEYS}
+        return {key: getattr(self, key).cpu().clone() for key in STATE_KEYS}
 
     @classmethod
     def from_state_dict(cls, d: dict[str, Tensor], device="cpu") -> "RunningTopK":
         values = d["values"]
-        if set(d) != set(_STATE_KEYS) or any(d[key].shape != values.shape for key in _STATE_KEYS):
+        if set(d) != set(STATE_KEYS) or any(d[key].shape != values.shape for key in STATE_KEYS):
             raise ValueError("malformed top-k state")
         state = cls(values.shape[0], values.shape[1], device)
-        for key in _STATE_KEYS:
+        for key in STATE_KEYS:
             setattr(state, key, d[key].to(device, getattr(state, key).dtype))
         return state
