@@ -23,6 +23,7 @@ from PIL import Image as PILImage
 
 from service.api.lookup import image_file
 from service.render import crop_patch, grid, heatmap, montage
+from service.render.patches import Box
 from service.scan.geometry import Preprocess, original_box
 from service.store.models import Activation, Image, Index
 
@@ -30,10 +31,8 @@ MAX_VIEW_SIDE = 512
 REDUCE_MARGIN = 3  # source pixels per patch pixel kept when an original is decoded reduced
 _JPEG_DRAFT_MAX = 8  # libjpeg scales by 1/2, 1/4 or 1/8 while decoding
 
-Box = tuple[int, int, int, int]
 
-
-def unclipped_box(a: Activation, image: Image, preprocess: Preprocess) -> tuple[int, int, int, int]:
+def unclipped_box(a: Activation, image: Image, preprocess: Preprocess) -> Box:
     return original_box((a.in_x0, a.in_y0, a.in_x1, a.in_y1), image.width, image.height, preprocess, clip=False)
 
 
