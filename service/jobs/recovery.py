@@ -33,8 +33,8 @@ _LOST_RQ_STATES = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobS
 
 def _live_jobs(sessions: sessionmaker, index_id: int | None) -> list[tuple[str, str, object]]:
     with session_scope(sessions) as session:
-        return [(job.id, job.status, job.created_at) for job in jobs_with_status(session, state.LIVE)
-                if index_id is None or job.index_id == index_id]
+        return [(job.id, job.status, job.created_at)
+                for job in jobs_with_status(session, state.LIVE, index_id=index_id)]
 
 
 def _lost_from_rq(client: redis.Redis, job_id: str) -> bool:

@@ -106,11 +106,13 @@ def jobs_of_index(session: Session, index_id: int) -> list[ScanJob]:
     ))
 
 
-def jobs_with_status(session: Session, statuses: Collection[str]) -> list[ScanJob]:
-    """Jobs in any of ``statuses``, oldest first (e.g. "running" ones to check for dead workers)."""
-    return list(session.scalars(
-        select(ScanJob).where(ScanJob.status.in_(list(statuses))).order_by(ScanJob.created_at, ScanJob.id)
-    ))
+def jobs_with_status(session: Session, statuses: Collection[str], *,
+                     index_id: int | None = None) -> list[ScanJob]:
+    """Jobs in any of ``statuses`` (of one index, given ``index_id``), oldest first."""
+    statement = select(ScanJob).where(ScanJob.status.in_(list(statuses)))
+    if index_id is not None:
+        statement = statement.where(ScanJob.index_id == index_id)
+    return list(session.scalars(statement.order_by(ScanJob.created_at, ScanJob.id)))
 
 
 def set_job_status(session: Session, job_id: str, status: str, *, error: str | None = None,
