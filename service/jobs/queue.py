@@ -166,9 +166,9 @@ class EmbeddedQueue:
         self._thread = threading.Thread(target=self._work, name="unitscope-embedded-worker", daemon=True)
         self._thread.start()
 
-    def _put(self, job_id: str | None) -> None:
+    def _put(self, job_id: str) -> None:
         with self._idle:
-            self._unfinished += job_id is not None
+            self._unfinished += 1
         self._pending.put(job_id)
 
     def enqueue_scan(self, index_id: int, job_id: str) -> None:
