@@ -89,8 +89,7 @@ def index_now(settings: Settings, request: IndexRequest):
     sessions = session_factory(engine)
     try:
         index, jobs = submit_index(
-            sessions, _RunHere(), name=request.name or f"{request.model.get('arch', 'torchscript')} on "
-            f"{request.dataset['path']}", model_spec=request.model, dataset_spec=request.dataset,
+            sessions, _RunHere(), name=request.name, model_spec=request.model, dataset_spec=request.dataset,
             layers=request.layers, k=request.k, score=request.score, neuron=None)
         with _ProgressBar(sessions, jobs[0].id):
             run_scan_job(jobs[0].id, settings)

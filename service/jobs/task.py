@@ -77,17 +77,26 @@ def shard_range(n_images: int, shard: int | None, shard_count: int, align: int =
     return boundary(shard), boundary(shard + 1)
 
 
+def default_index_name(model_spec: dict, dataset_spec: dict) -> str:
+    """What an index is called when its creator gave no name: the model on the dataset."""
+    model = model_spec.get("arch") or model_spec.get("torchscript")
+    return f"{model} on {dataset_spec['path']}"[:200]
+
+
 def submit_index(session_factory: sessionmaker, queue: JobQueue, *, shards: int = 1,
                  **index_fields) -> tuple[Index, list[ScanJob]]:
     """Create an index with its job(s) and enqueue them; returns the rows (detached, loaded).
 
-    ``index_fields`` are ``repository.create_index``'s keywords. ``session_factory`` must keep
+    ``index_fields`` are ``repository.create_index``'s keywords; a missing or empty name becomes
+    ``default_index_name``. ``session_factory`` must keep
     objects loaded after commit (``service.store.db.session_factory`` does). When the queue is
     unreachable the new rows are deleted (the client gets a 503 and will retry; a failed index
     nobody can name would only be litter) and QueueUnavailable propagates.
     """
     if shards < 1:
         raise ValueError("shards must be at least 1")
+    if not index_fields.get("name"):
+        index_fields["name"] = default_index_name(index_fields["model_spec"], index_fields["dataset_spec"])
     with session_scope(session_factory) as session:
         index = create_index(session, **index_fields)
         jobs = [create_job(session, index.id, shard=i if shards > 1 else None, shard_count=shards)

@@ -207,3 +207,10 @@ def test_a_dataset_of_only_unreadable_files_fails_the_index_saying_why(job_setti
         assert failed.status == "failed"
         assert "none of the 2 images could be read" in failed.error
     assert result_row_count(sessions, index.id) == 0
+
+
+def test_an_index_submitted_without_a_name_is_named_after_its_model_and_dataset(job_settings, migrated_sqlite,
+                                                                                sessions_for):
+    sessions = sessions_for(job_settings(migrated_sqlite, None))
+    index, _ = submit_index(sessions, RecordingQueue(), **{**INDEX_FIELDS, "name": None})
+    assert index.name == "mobilenet_v2 on photos"

@@ -41,7 +41,7 @@ def create_index():
     neuron = body.get("neuron")
     index, jobs = submit_index(
         api().sessions, api().queue,
-        name=body.get("name") or default_name(model_spec, dataset_spec),
+        name=body.get("name"),
         model_spec=model_spec, dataset_spec=dataset_spec, layers=body.get("layers"),
         k=body["k"], score=body["score"], neuron=[neuron["y"], neuron["x"]] if neuron else None,
     )
@@ -49,11 +49,6 @@ def create_index():
     location = url_for("indexes.get_index", index_id=index.id)
     created = {"index": index_json(index, jobs), "job": job_json(jobs[0])}
     return created, 202, {"Location": location}
-
-
-def default_name(model_spec: dict, dataset_spec: dict) -> str:
-    model = model_spec.get("arch") or model_spec.get("torchscript")
-    return f"{model} on {dataset_spec['path']}"[:200]
 
 
 def _settle(index_id: int, status: str) -> None:
